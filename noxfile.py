@@ -1,0 +1,82 @@
+"""The test matrix: one session per Keras backend, each in its own virtualenv with
+only that backend installed, plus accelerator variants, a cross-backend session
+and lint.
+
+    nox                      # everything; GPU sessions skip where there is no GPU
+    nox -s test-torch        # one backend
+    nox -s test-jax -- -k registry   # arguments after -- go to pytest
+"""
+
+import shutil
+import subprocess
+
+import nox
+
+BACKENDS = ("tensorflow", "torch", "jax")
+# Pins the CPU wheels: an unpinned torch resolves to the multi-GB CUDA build.
+CPU_CONSTRAINTS = ("-c", "constraints-cpu.txt")
+
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
+
+
+def _pytest(session, *args):
+    session.run("pytest", *args, *session.posargs)
+
+
+def _test(backend):
+    def session(session):
+        session.install(*CPU_CONSTRAINTS, f".[{backend},test]")
+        session.env["KERAS_BACKEND"] = backend
+        _pytest(session, "-m", "not cross_backend")
+
+    session.__doc__ = f"Run the tests on the {backend} backend (CPU)."
+    return session
+
+
+def _test_gpu(backend):
+    def session(session):
+        gpu = _nvidia_gpu()
+        if not gpu:
+            session.skip("no NVIDIA GPU found (nvidia-smi missing or failing)")
+        session.log(f"Found {gpu}")
+        # No CPU constraints: on a GPU machine the default wheels are the CUDA ones.
+        session.install(f".[{backend}-gpu,test]")
+        session.env.update(KERAS_BACKEND=backend, ZOO_EXPECT_GPU="1")
+        _pytest(session, "-m", "not cross_backend")
+
+    session.__doc__ = f"Run the tests on the {backend} backend on an NVIDIA GPU."
+    return session
+
+
+def _nvidia_gpu():
+    if not shutil.which("nvidia-smi"):
+        return None
+    result = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
+
+
+# nox names parametrised sessions `test(torch)`; the matrix is addressed as
+# `test-torch`, so each backend's session is registered under that name.
+for _backend in BACKENDS:
+    nox.session(name=f"test-{_backend}")(_test(_backend))
+    nox.session(name=f"test-{_backend}-gpu")(_test_gpu(_backend))
+
+
+@nox.session(name="test-cross-backend")
+def test_cross_backend(session):
+    """Save under each backend, load under each other one, in subprocesses."""
+    session.install(*CPU_CONSTRAINTS, ".[all,test]")
+    _pytest(session, "-m", "cross_backend")
+
+
+@nox.session
+def lint(session):
+    """ruff."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")

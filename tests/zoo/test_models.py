@@ -1,0 +1,16 @@
+"""Every registered model through the shared harness."""
+
+import pytest
+from harness import run_model_test
+from tiny import TINY_KWARGS
+
+import zoo
+
+
+def test_every_registered_model_has_tiny_kwargs():
+    assert sorted(TINY_KWARGS) == zoo.list_models()
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_model(name, tmp_path):
+    run_model_test(name, TINY_KWARGS[name], tmp_path)

@@ -1,0 +1,31 @@
+"""Runs zoo models on TensorFlow, PyTorch or JAX: `training.fit(...)` and the
+`python -m training` CLI on top of it.
+
+Importing `training` does not import keras, so a backend can still be chosen
+with `training.backends.select(name)` first; the names below load on first use.
+
+>>> import training
+>>> result = training.fit("simple_cnn", "digits", epochs=2)
+>>> result.metrics["test_accuracy"]
+"""
+
+import importlib
+
+_EXPORTS = {
+    "fit": "training.loop",
+    "evaluate": "training.loop",
+    "predict": "training.loop",
+    "FitConfig": "training.config",
+    "FitResult": "training.loop",
+    "Dataset": "training.data",
+    "load_dataset": "training.data",
+    "seed_everything": "training.seeding",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'training' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,0 +1,53 @@
+"""Choosing the Keras backend. Keras reads `KERAS_BACKEND` once, when it is first
+imported, so nothing here imports keras."""
+
+import importlib.util
+import os
+import sys
+
+BACKENDS = ("tensorflow", "torch", "jax")
+
+
+def installed() -> list[str]:
+    """Returns the backends whose framework can be imported here."""
+    return [name for name in BACKENDS if importlib.util.find_spec(name) is not None]
+
+
+def select(name: str | None = None) -> str:
+    """Makes `name` (or else `$KERAS_BACKEND`) the backend Keras will use.
+
+    Must run before keras is first imported; afterwards it only confirms that the
+    active backend is the one asked for.
+
+    Args:
+        name: one of `BACKENDS`, or `None` for `$KERAS_BACKEND`, defaulting to
+            Keras' own default, `"tensorflow"`.
+
+    Returns:
+        The backend name.
+
+    Raises:
+        ValueError: for an unknown or uninstalled backend, or when keras is
+            already running another one.
+    """
+    source = "backend" if name else "KERAS_BACKEND"
+    name = name or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if name not in BACKENDS:
+        raise ValueError(
+            f"Expected a backend from {', '.join(BACKENDS)}. Received: {source}={name!r}"
+        )
+    if importlib.util.find_spec(name) is None:
+        raise ValueError(
+            f"Backend {name!r} is not installed (installed: "
+            f"{', '.join(installed()) or 'none'}); install it with "
+            f"pip install 'keras-model-zoo[{name}]'"
+        )
+    if "keras" in sys.modules:
+        active = sys.modules["keras"].backend.backend()
+        if active != name:
+            raise ValueError(
+                f"Keras is already running on {active!r}; the backend is fixed at "
+                f"the first keras import. Received: {source}={name!r}"
+            )
+    os.environ["KERAS_BACKEND"] = name
+    return name

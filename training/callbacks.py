@@ -1,0 +1,49 @@
+"""Callbacks `training.fit` adds. Backend-specific choices live here."""
+
+import importlib.util
+import os
+
+import keras
+
+from zoo import ZooError
+
+
+def tensorboard(log_dir) -> keras.callbacks.Callback:
+    """TensorBoard logs on any backend.
+
+    Keras' own `TensorBoard` callback writes through `tf.summary`, so it serves
+    the TensorFlow backend; elsewhere epoch scalars go through tensorboardX, in
+    the same `train/` and `validation/` layout with the same `epoch_*` tags.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return keras.callbacks.TensorBoard(log_dir=os.fspath(log_dir))
+    if importlib.util.find_spec("tensorboardX") is None:
+        raise ZooError(
+            f"TensorBoard logs on the {keras.backend.backend()} backend need "
+            "tensorboardX; install it with pip install 'keras-model-zoo[tensorboard]'"
+        )
+    return _ScalarWriter(os.fspath(log_dir))
+
+
+class _ScalarWriter(keras.callbacks.Callback):
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers = {}
+
+    def on_train_begin(self, logs=None):
+        from tensorboardX import SummaryWriter
+
+        self._writers = {
+            split: SummaryWriter(os.path.join(self.log_dir, split))
+            for split in ("train", "validation")
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self._writers[split].add_scalar(f"epoch_{tag}", float(value), epoch)
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()

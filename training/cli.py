@@ -1,0 +1,212 @@
+"""`python -m training fit|evaluate|predict|list|info`: flags in, library calls out.
+
+Only argparse and the backend choice run before keras is imported, so
+`--backend` takes effect.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from training import backends
+
+# `fit`'s flag defaults come from FitConfig; these mirror it without importing
+# keras, and a test checks they agree.
+FIT_DEFAULTS = {
+    "epochs": 30,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "learning_rate": 5e-3,
+    "seed": 0,
+}
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        backends.select(args.backend)
+    except ValueError as exc:
+        return _fail(exc)
+    from zoo import ZooError
+
+    try:
+        return args.command(args)
+    except ZooError as exc:
+        return _fail(exc)
+
+
+def _fit(args):
+    import training
+
+    output_dir = args.output_dir or os.path.join("runs", f"{args.model}-{args.dataset}")
+    result = training.fit(
+        args.model,
+        args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        output_dir=output_dir,
+        overwrite=args.overwrite,
+        tensorboard=args.tensorboard,
+        model_kwargs=dict(args.model_arg),
+        verbose=args.verbose,
+    )
+    print(f"Wrote {output_dir}", file=sys.stderr)
+    print(json.dumps(result.metrics))
+    return 0
+
+
+def _evaluate(args):
+    import training
+
+    metrics = training.evaluate(
+        args.model_path, args.dataset, batch_size=args.batch_size, seed=args.seed
+    )
+    print(json.dumps(metrics))
+    return 0
+
+
+def _predict(args):
+    import numpy as np
+
+    import training
+    from zoo import ZooError
+
+    if args.output and os.path.exists(args.output) and not args.overwrite:
+        raise ZooError(
+            f"Expected a new --output file; {args.output!r} exists (pass --overwrite)"
+        )
+    if args.input:
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ZooError(f"Expected a .npy array in --input. Received: {args.input!r} ({exc})") from exc
+    else:
+        x = args.dataset
+    predictions = training.predict(args.model_path, x, batch_size=args.batch_size)
+    if args.output:
+        from training.outputs import atomic_path
+
+        with atomic_path(args.output) as tmp, open(tmp, "wb") as f:
+            np.save(f, predictions)
+        print(f"Wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
+    else:
+        print(json.dumps({"predictions": predictions.tolist()}))
+    return 0
+
+
+def _list(args):
+    import zoo
+
+    names = zoo.list_models(args.patterns or "*", exclude=args.exclude)
+    print(markdown_table(names) if args.markdown else "\n".join(names))
+    return 0
+
+
+def _info(args):
+    import zoo
+
+    print(json.dumps(zoo.model_info(args.name).to_dict(), indent=2))
+    return 0
+
+
+def markdown_table(names) -> str:
+    """The README's model table, built from the registry."""
+    import zoo
+
+    rows = [
+        "| Model | Style | Task | Default input | Parameters | Source |",
+        "|---|---|---|---|---:|---|",
+    ]
+    for name in names:
+        info = zoo.model_info(name)
+        rows.append(
+            f"| `{name}` | {info.style} | {info.task.replace('_', ' ')} | "
+            f"{info.input_shape} | {info.parameters:,} | {info.paper or info.source} |"
+        )
+    return "\n".join(rows)
+
+
+def _model_arg(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {text!r}")
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError:
+        pass  # a plain string, such as activation=gelu
+    # JSON has no tuples; shapes and widths are tuples in the zoo.
+    return key, tuple(value) if isinstance(value, list) else value
+
+
+def _verbosity(text):
+    return text if text == "auto" else int(text)
+
+
+def _fail(exc) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--backend",
+        help=f"Keras backend: {', '.join(backends.BACKENDS)}. Defaults to $KERAS_BACKEND.",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate and inspect zoo models on any Keras backend.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    fit = commands.add_parser("fit", parents=[common], help="train a model and test it")
+    fit.set_defaults(command=_fit)
+    fit.add_argument("--model", default="simple_cnn", help="zoo model name (default: %(default)s)")
+    fit.add_argument("--dataset", default="digits", help="data set name (default: %(default)s)")
+    fit.add_argument("--epochs", type=int, default=FIT_DEFAULTS["epochs"], help="(default: %(default)s)")
+    fit.add_argument("--batch-size", type=int, default=FIT_DEFAULTS["batch_size"], help="(default: %(default)s)")
+    fit.add_argument("--optimizer", default=FIT_DEFAULTS["optimizer"], help="Keras optimizer name (default: %(default)s)")
+    fit.add_argument("--learning-rate", type=float, default=FIT_DEFAULTS["learning_rate"], help="(default: %(default)s)")
+    fit.add_argument("--seed", type=int, default=FIT_DEFAULTS["seed"], help="(default: %(default)s)")
+    fit.add_argument("--output-dir", help="where to write the run (default: runs/MODEL-DATASET)")
+    fit.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
+    fit.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUTPUT_DIR/tensorboard")
+    fit.add_argument(
+        "--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+        help="model builder argument, VALUE as JSON, e.g. hidden_units=[512,512] (repeatable)",
+    )
+    fit.add_argument("--verbose", type=_verbosity, default="auto", choices=["auto", 0, 1, 2], help="Keras verbosity (default: %(default)s)")
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="test a saved model; prints JSON")
+    evaluate.set_defaults(command=_evaluate)
+    evaluate.add_argument("--model-path", required=True, help="a .keras file")
+    evaluate.add_argument("--dataset", default="digits", help="data set name (default: %(default)s)")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    evaluate.add_argument("--seed", type=int, default=0, help="the split seed used in training (default: %(default)s)")
+
+    predict = commands.add_parser("predict", parents=[common], help="run a saved model on inputs")
+    predict.set_defaults(command=_predict)
+    predict.add_argument("--model-path", required=True, help="a .keras file")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="a .npy array of inputs")
+    source.add_argument("--dataset", help="predict this data set's test split")
+    predict.add_argument("--output", help="write predictions to this .npy file (default: print JSON)")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    predict.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+
+    list_ = commands.add_parser("list", parents=[common], help="list model names")
+    list_.set_defaults(command=_list)
+    list_.add_argument("patterns", nargs="*", help="fnmatch patterns, e.g. 'resnet*' (default: all)")
+    list_.add_argument("--exclude", action="append", default=[], help="drop names matching this pattern")
+    list_.add_argument("--markdown", action="store_true", help="print the README model table")
+
+    info = commands.add_parser("info", parents=[common], help="print a model's metadata as JSON")
+    info.set_defaults(command=_info)
+    info.add_argument("name", help="zoo model name")
+    return parser
+
+

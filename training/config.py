@@ -1,0 +1,103 @@
+"""The typed configuration of a training run."""
+
+import dataclasses
+
+import keras
+
+from zoo import ZooError
+
+# Lower-cased class name -> optimizer class, e.g. "adam" -> keras.optimizers.Adam.
+OPTIMIZERS = {
+    name.lower(): cls
+    for name, cls in vars(keras.optimizers).items()
+    if isinstance(cls, type)
+    and issubclass(cls, keras.optimizers.Optimizer)
+    and cls is not keras.optimizers.Optimizer
+    and name != "LossScaleOptimizer"  # wraps another optimizer
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """How to train: everything `training.fit` takes besides the model and data.
+
+    Args:
+        epochs: passes over the training split. Defaults to `30`.
+        batch_size: samples per step. Defaults to `32`.
+        optimizer: a Keras optimizer name from `OPTIMIZERS`. Defaults to `"adam"`.
+        learning_rate: the optimizer's learning rate. Defaults to `5e-3`.
+        seed: seeds the split, the initial weights and the shuffling.
+            Defaults to `0`.
+        validation_fraction: share of the data held out for validation.
+            Defaults to `0.1`.
+        test_fraction: share held out for the test metrics, for data sets
+            without an official test split. Defaults to `0.2`.
+        output_dir: where to write `model.keras`, `history.json`,
+            `metrics.json`, `config.json` and `curves.png`; `None` writes
+            nothing. Defaults to `None`.
+        overwrite: replace a finished run in `output_dir`. Defaults to `False`.
+        tensorboard: also write TensorBoard logs to `output_dir/tensorboard`.
+            Defaults to `False`.
+        model_kwargs: extra arguments for `zoo.create_model`. Defaults to `{}`.
+        verbose: Keras' verbosity: `"auto"`, `0` (silent), `1` (progress bar)
+            or `2` (a line per epoch). Defaults to `"auto"`.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 5e-3
+    seed: int = 0
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+    output_dir: str | None = None
+    overwrite: bool = False
+    tensorboard: bool = False
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    verbose: str | int = "auto"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ZooError(f"Expected {name} to be a positive int. Received: {name}={value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ZooError(f"Expected seed to be an int >= 0. Received: seed={self.seed!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise ZooError(
+                f"Expected learning_rate to be a number > 0. "
+                f"Received: learning_rate={self.learning_rate!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ZooError(
+                f"Unknown optimizer {self.optimizer!r}. "
+                f"Expected one of: {', '.join(sorted(OPTIMIZERS))}"
+            )
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value < 0.5:
+                raise ZooError(
+                    f"Expected {name} to be a number in (0, 0.5). Received: {name}={value!r}"
+                )
+        if self.verbose not in ("auto", 0, 1, 2):
+            raise ZooError(
+                f"Expected verbose to be 'auto', 0, 1 or 2. Received: verbose={self.verbose!r}"
+            )
+
+    @classmethod
+    def from_options(cls, **options) -> "FitConfig":
+        """Like the constructor, but an unknown option is a `ZooError`."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ZooError(
+                f"Expected options from {', '.join(fields)}. "
+                f"Received unknown: {', '.join(unknown)}"
+            )
+        return cls(**options)
+
+    def make_optimizer(self) -> keras.optimizers.Optimizer:
+        return OPTIMIZERS[self.optimizer](learning_rate=self.learning_rate)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,245 @@
+"""Data sets, split deterministically into train, validation and test.
+
+`digits` (scikit-learn's bundled 8x8 handwritten digits) is the default: real
+data that needs no network. `mnist`, `fashion_mnist` and `cifar10` come from
+`keras.datasets`, downloaded into the Keras cache on first use. `linear` and
+`blobs` are synthetic.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+from sklearn import datasets as sk_datasets
+from sklearn.model_selection import train_test_split
+
+from zoo import ZooError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train, validation and test arrays of one data set.
+
+    `num_classes` is `None` for regression targets; classification labels are
+    int32 in `[0, num_classes)`.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int | None
+
+    @property
+    def task(self) -> str:
+        return "regression" if self.num_classes is None else "classification"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def load_dataset(
+    name: str, *, seed: int = 0, validation_fraction: float = 0.1, test_fraction: float = 0.2
+) -> Dataset:
+    """Loads a data set by name and splits it with `seed`.
+
+    Data sets with an official test split keep it; `test_fraction` applies to
+    the others.
+
+    Args:
+        name: one of `DATASETS`.
+        seed: decides the split. Defaults to `0`.
+        validation_fraction: share held out for validation. Defaults to `0.1`.
+        test_fraction: share held out for testing. Defaults to `0.2`.
+
+    Example:
+
+    >>> data = load_dataset("digits")
+    >>> data.input_shape, data.num_classes
+    ((8, 8, 1), 10)
+    """
+    if name not in DATASETS:
+        raise ZooError(
+            f"Unknown data set {name!r}. Expected one of: {', '.join(DATASETS)}"
+        )
+    x, y, test = DATASETS[name](seed)
+    return from_arrays(
+        x,
+        y,
+        test=test,
+        name=name,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+    )
+
+
+def from_arrays(
+    x,
+    y,
+    *,
+    test=None,
+    name="arrays",
+    seed=0,
+    validation_fraction=0.1,
+    test_fraction=0.2,
+) -> Dataset:
+    """Builds a `Dataset` from arrays, splitting off validation and test sets.
+
+    Integer targets are class labels; float targets are regression targets.
+
+    Args:
+        x: inputs, one sample per row.
+        y: targets, one per sample.
+        test: an official `(x_test, y_test)` split, if there is one.
+            Defaults to `None`.
+        name: a name for messages and outputs. Defaults to `"arrays"`.
+        seed: decides the split. Defaults to `0`.
+        validation_fraction: share held out for validation. Defaults to `0.1`.
+        test_fraction: share held out for testing when `test` is `None`.
+            Defaults to `0.2`.
+    """
+    x, y = _checked_arrays(x, y, name)
+    num_classes = int(y.max()) + 1 if y.dtype.kind == "i" else None
+    if test is None:
+        x, x_test, y, y_test = _split(x, y, test_fraction, num_classes, seed, name)
+    else:
+        x_test, y_test = _checked_arrays(*test, f"{name} test split")
+    x_train, x_val, y_train, y_val = _split(
+        x, y, validation_fraction / (1 - test_fraction if test is None else 1),
+        num_classes, seed, name,
+    )
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+
+
+def _checked_arrays(x, y, name):
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) == 0:
+        raise ZooError(f"Expected a non-empty data set. Received: {name} with 0 samples")
+    if len(x) != len(y):
+        raise ZooError(
+            f"Expected one target per sample. Received: {name} with "
+            f"{len(x)} inputs and {len(y)} targets"
+        )
+    if x.dtype.kind not in "biuf":
+        raise ZooError(f"Expected numeric inputs. Received: {name} of dtype {x.dtype}")
+    x = x.astype("float32")
+    if not np.isfinite(x).all():
+        raise ZooError(
+            f"Expected finite inputs. Received: {name} with "
+            f"{int((~np.isfinite(x)).sum())} NaN or infinite values"
+        )
+    if y.dtype.kind in "biu":
+        y = y.reshape(len(y)).astype("int32")
+        if y.min() < 0:
+            raise ZooError(f"Expected class labels >= 0. Received: {name} label {y.min()}")
+    else:
+        y = y.astype("float32")
+    return x, y
+
+
+def _split(x, y, fraction, num_classes, seed, name):
+    size = round(len(x) * fraction)
+    if not 0 < size < len(x):
+        raise ZooError(
+            f"Expected enough samples to hold out {fraction:.0%}. Received: "
+            f"{name} with {len(x)} samples"
+        )
+    # Stratify where every class can appear on both sides, so small splits
+    # still hold every class.
+    counts = np.bincount(y) if num_classes else np.array([])
+    stratify = y if num_classes and counts[counts > 0].min() >= 2 and size >= num_classes else None
+    return train_test_split(x, y, test_size=size, random_state=seed, stratify=stratify)
+
+
+def _images(x, scale):
+    """uint8-like images `(N, H, W[, C])` → float32 in [0, 1] in the image format."""
+    x = np.asarray(x, dtype="float32") / scale
+    if x.ndim == 3:
+        x = x[..., None]
+    if keras.config.image_data_format() == "channels_first":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def _digits(seed):
+    digits = sk_datasets.load_digits()
+    return _images(digits.images, 16.0), digits.target, None
+
+
+def _linear(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-5, 5, size=(1000, 1)).astype("float32")
+    y = 2 * x[:, 0] + rng.normal(0, 0.1, size=1000)
+    return x, y.astype("float32"), None
+
+
+def _blobs(seed):
+    x, y = sk_datasets.make_blobs(n_samples=1000, centers=2, random_state=seed)
+    return x, y, None
+
+
+def _keras_dataset(name, files, load):
+    """A `keras.datasets` loader that explains how to fix a failed download."""
+
+    def loader(seed):
+        cache = os.path.join(_keras_home(), "datasets")
+        try:
+            (x, y), (x_test, y_test) = load(cache)
+        except Exception as exc:  # any download or read failure
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ZooError(
+                f"Could not load data set {name!r} ({reason}). Offline, place "
+                f"{files} in {cache} and retry"
+            ) from exc
+        return _images(x, 255.0), y, (_images(x_test, 255.0), y_test)
+
+    return loader
+
+
+def _load_mnist(cache):
+    # Keras re-checks the file hash on every load and re-downloads on a mismatch,
+    # so a file already in the cache is read directly (and never unpickled).
+    path = os.path.join(cache, "mnist.npz")
+    if not os.path.exists(path):
+        keras.datasets.mnist.load_data()
+    with np.load(path, allow_pickle=False) as f:
+        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+
+
+def _load_cifar10(cache):
+    (x, y), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    if keras.config.image_data_format() == "channels_first":
+        # Keras already moved the channels; `_images` expects them last.
+        x, x_test = x.transpose(0, 2, 3, 1), x_test.transpose(0, 2, 3, 1)
+    return (x, y), (x_test, y_test)
+
+
+def _keras_home():
+    # Where keras.utils.get_file caches: $KERAS_HOME or ~/.keras, else /tmp/.keras.
+    home = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
+    existing = home if os.path.exists(home) else os.path.dirname(home)
+    return home if os.access(existing, os.W_OK) else os.path.join("/tmp", ".keras")
+
+
+DATASETS = {
+    "digits": _digits,
+    "mnist": _keras_dataset("mnist", "mnist.npz", _load_mnist),
+    "fashion_mnist": _keras_dataset(
+        "fashion_mnist",
+        "the four *-idx?-ubyte.gz files under fashion-mnist/",
+        lambda cache: keras.datasets.fashion_mnist.load_data(),
+    ),
+    "cifar10": _keras_dataset(
+        "cifar10",
+        "cifar-10-batches-py-target_archive (cifar-10-python.tar.gz)",
+        _load_cifar10,
+    ),
+    "linear": _linear,
+    "blobs": _blobs,
+}

@@ -1,0 +1,233 @@
+"""`fit`, `evaluate` and `predict`: the library the CLI is a thin layer over."""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+import zoo
+from training import callbacks, outputs
+from training.config import FitConfig
+from training.data import Dataset, from_arrays, load_dataset
+from training.seeding import seed_everything
+from zoo import ZooError
+
+# Loss and metrics per task. Zoo classifiers return logits; binary ones a
+# probability.
+_OBJECTIVES = {
+    "classification": lambda: (
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    ),
+    "binary_classification": lambda: (
+        keras.losses.BinaryCrossentropy(),
+        [keras.metrics.BinaryAccuracy(name="accuracy")],
+    ),
+    "regression": lambda: (
+        keras.losses.MeanSquaredError(),
+        [keras.metrics.MeanAbsoluteError(name="mae")],
+    ),
+}
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns: the trained model, its history and test metrics."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    metrics: dict[str, float]
+    output_dir: str | None
+
+
+def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
+    """Trains a model on a data set and evaluates it on the held-out test split.
+
+    Args:
+        model: a zoo model name, built for the data's input shape and class
+            count, or a `keras.Model` (used as compiled, if it is).
+            Defaults to `"simple_cnn"`.
+        dataset: a data set name, a `training.Dataset`, or an `(x, y)` pair of
+            arrays to split. Defaults to `"digits"`.
+        **options: fields of `FitConfig`: `epochs`, `batch_size`, `optimizer`,
+            `learning_rate`, `seed`, `output_dir`, `overwrite`, `tensorboard`,
+            `model_kwargs`, `verbose` and the split fractions.
+
+    Returns:
+        A `FitResult`; its `metrics` hold `test_loss` and, for classifiers,
+        `test_accuracy`.
+
+    Example:
+
+    >>> result = training.fit("mlp", "digits", epochs=5, output_dir="runs/mlp")
+    >>> result.metrics["test_accuracy"]
+    """
+    config = FitConfig.from_options(**options)
+    output_dir = config.output_dir and outputs.prepare_dir(
+        config.output_dir, overwrite=config.overwrite
+    )
+    seed_everything(config.seed)
+    data = _dataset(dataset, config)
+    net, task = _model(model, data, config.model_kwargs)
+    if config.batch_size > len(data.x_train):
+        raise ZooError(
+            f"Expected batch_size at most the {len(data.x_train)} training samples "
+            f"of {data.name!r}. Received: batch_size={config.batch_size}"
+        )
+    if not net.compiled:
+        compile_for_task(net, task, config.make_optimizer())
+    extra_callbacks = []
+    if config.tensorboard:
+        if not output_dir:
+            raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
+        extra_callbacks.append(callbacks.tensorboard(os.path.join(output_dir, "tensorboard")))
+
+    history = net.fit(
+        data.x_train,
+        data.y_train,
+        validation_data=(data.x_val, data.y_val),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        callbacks=extra_callbacks,
+        verbose=config.verbose,
+    )
+    history = {k: [float(v) for v in values] for k, values in history.history.items()}
+    metrics = _test_metrics(net, data, config.batch_size)
+    if output_dir:
+        _write_run(output_dir, net, data, config, history, metrics)
+    return FitResult(net, history, metrics, output_dir)
+
+
+def evaluate(model_path, dataset="digits", *, batch_size=32, seed=0) -> dict[str, float]:
+    """Evaluates a saved model on a data set's test split.
+
+    Args:
+        model_path: a `.keras` file, such as `fit`'s `output_dir/model.keras`.
+        dataset: a data set name, a `training.Dataset` or an `(x, y)` pair.
+            Defaults to `"digits"`.
+        batch_size: samples per step. Defaults to `32`.
+        seed: the split seed; use the one the model was trained with so the
+            test split is the held-out one. Defaults to `0`.
+
+    Returns:
+        `{"test_loss": ..., "test_<metric>": ...}`.
+    """
+    net = zoo.load_model(model_path)
+    data = _dataset(dataset, FitConfig(seed=seed, batch_size=batch_size))
+    _check_inputs(net, data.x_test, data.name)
+    if not net.compiled:
+        compile_for_task(net, data.task, "adam")
+    return _test_metrics(net, data, batch_size)
+
+
+def predict(model_path, x, *, batch_size=32) -> np.ndarray:
+    """Runs a saved model on inputs.
+
+    Args:
+        model_path: a `.keras` file.
+        x: an input array, or a data set name to predict its test split.
+        batch_size: samples per step. Defaults to `32`.
+    """
+    net = zoo.load_model(model_path)
+    if isinstance(x, str):
+        x, name = load_dataset(x).x_test, x
+    else:
+        x, name = np.asarray(x, dtype="float32"), "inputs"
+    _check_inputs(net, x, name)
+    return np.asarray(net.predict(x, batch_size=batch_size, verbose=0))
+
+
+def compile_for_task(net, task, optimizer) -> None:
+    """Compiles `net` with the loss and metrics of a `zoo.TASKS` task."""
+    loss, metrics = _OBJECTIVES[task]()
+    net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def _dataset(dataset, config) -> Dataset:
+    splits = dict(
+        seed=config.seed,
+        validation_fraction=config.validation_fraction,
+        test_fraction=config.test_fraction,
+    )
+    if isinstance(dataset, Dataset):
+        return dataset
+    if isinstance(dataset, str):
+        return load_dataset(dataset, **splits)
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
+        return from_arrays(*dataset, **splits)
+    raise ZooError(
+        "Expected dataset to be a data set name, a training.Dataset or an (x, y) "
+        f"pair of arrays. Received: dataset of type {type(dataset).__name__}"
+    )
+
+
+def _model(model, data, model_kwargs):
+    """Returns `(model, task)`, building a zoo model for the data."""
+    if isinstance(model, keras.Model):
+        _check_inputs(model, data.x_train, data.name)
+        return model, data.task
+    task = zoo.model_task(model)
+    expected = {
+        "classification": "integer class labels",
+        "binary_classification": "labels 0 and 1",
+        "regression": "float targets",
+    }[task]
+    fits = (
+        data.task == "regression"
+        if task == "regression"
+        else data.num_classes is not None and (task == "classification" or data.num_classes <= 2)
+    )
+    if not fits:
+        received = (
+            "float targets" if data.num_classes is None else f"{data.num_classes} classes"
+        )
+        raise ZooError(
+            f"Model {model!r} is for {task.replace('_', ' ')} and expects {expected}. "
+            f"Received: data set {data.name!r} with {received}"
+        )
+    kwargs = {"input_shape": data.input_shape, **model_kwargs}
+    if task == "classification":
+        kwargs.setdefault("num_classes", data.num_classes)
+    return zoo.create_model(model, **kwargs), task
+
+
+def _check_inputs(net, x, name):
+    expected = tuple(net.input_shape[1:])
+    received = tuple(x.shape[1:])
+    if len(expected) != len(received) or any(
+        e is not None and e != r for e, r in zip(expected, received)
+    ):
+        raise ZooError(
+            f"Model {net.name!r} expects inputs of shape {expected}. "
+            f"Received: {name} with inputs of shape {received}"
+        )
+
+
+def _test_metrics(net, data, batch_size):
+    results = net.evaluate(
+        data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True
+    )
+    return {f"test_{k}": float(v) for k, v in results.items()}
+
+
+def _write_run(output_dir, net, data, config, history, metrics):
+    outputs.save_model(net, os.path.join(output_dir, "model.keras"))
+    outputs.write_json(os.path.join(output_dir, "history.json"), history)
+    outputs.write_json(
+        os.path.join(output_dir, "config.json"),
+        {
+            "model": net.name,
+            "dataset": data.name,
+            "backend": keras.backend.backend(),
+            "keras_version": keras.__version__,
+            **config.to_dict(),
+        },
+    )
+    outputs.plot_history(
+        history,
+        os.path.join(output_dir, "curves.png"),
+        title=f"{net.name} on {data.name} ({keras.backend.backend()})",
+    )
+    # Written last: its presence marks the run as finished.
+    outputs.write_json(os.path.join(output_dir, outputs.FINISHED_MARKER), metrics)

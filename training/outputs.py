@@ -1,0 +1,80 @@
+"""What a run writes, written atomically: a crash never leaves a half-written
+file under its final name."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from zoo import ZooError
+
+# A run directory holding this file is finished and is not overwritten silently.
+FINISHED_MARKER = "metrics.json"
+
+
+def prepare_dir(path, *, overwrite: bool) -> str:
+    """Creates `path` and checks it can take a run's files, before any training."""
+    path = os.fspath(path)
+    if os.path.exists(os.path.join(path, FINISHED_MARKER)) and not overwrite:
+        raise ZooError(
+            f"Output dir {path!r} holds a finished run; expected a new or empty "
+            "dir, or pass overwrite=True (--overwrite) to replace it"
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ZooError(
+            f"Expected a writable output dir. Received: {path!r} ({exc.strerror})"
+        ) from exc
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; moves it into place on success."""
+    directory, name = os.path.split(os.path.abspath(path))
+    # Keep the suffix: Keras picks the file format from it.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=name)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def save_model(model, path) -> None:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def plot_history(history: dict, path, *, title: str) -> None:
+    """Plots each metric's train and validation curve per epoch into one PNG."""
+    metrics = [name for name in history if not name.startswith("val_")]
+    figure = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(title)
+    for ax, name in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics):
+        epochs = range(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker="o", label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], marker="o", label="validation")
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)

@@ -1,0 +1,35 @@
+"""A Keras 3 model zoo: every model written once, run on TensorFlow, PyTorch and JAX.
+
+>>> import zoo
+>>> zoo.list_models("*cnn*")
+['simple_cnn']
+>>> model = zoo.create_model("simple_cnn", input_shape=(32, 32, 3))
+"""
+
+# Importing a family registers its models.
+from zoo import cnn, linear, mlp  # noqa: F401
+from zoo.errors import ZooError
+from zoo.registry import (
+    TASKS,
+    ModelInfo,
+    create_model,
+    list_models,
+    model_info,
+    model_style,
+    model_task,
+    register_model,
+)
+from zoo.saving import load_model
+
+__all__ = [
+    "TASKS",
+    "ModelInfo",
+    "ZooError",
+    "create_model",
+    "list_models",
+    "load_model",
+    "model_info",
+    "model_style",
+    "model_task",
+    "register_model",
+]
