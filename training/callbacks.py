@@ -11,17 +11,20 @@ from zoo import ZooError
 def tensorboard(log_dir) -> keras.callbacks.Callback:
     """TensorBoard logs on any backend.
 
-    Keras' own `TensorBoard` callback writes through `tf.summary`, so it serves
-    the TensorFlow backend; elsewhere epoch scalars go through tensorboardX, in
-    the same `train/` and `validation/` layout with the same `epoch_*` tags.
+    Keras' own `TensorBoard` callback writes through `tf.summary`, which needs
+    the `tensorboard` package, and serves the TensorFlow backend; elsewhere
+    epoch scalars go through tensorboardX, in the same `train/` and
+    `validation/` layout with the same `epoch_*` tags.
     """
-    if keras.backend.backend() == "tensorflow":
-        return keras.callbacks.TensorBoard(log_dir=os.fspath(log_dir))
-    if importlib.util.find_spec("tensorboardX") is None:
+    backend = keras.backend.backend()
+    writer = "tensorboard" if backend == "tensorflow" else "tensorboardX"
+    if importlib.util.find_spec(writer) is None:
         raise ZooError(
-            f"TensorBoard logs on the {keras.backend.backend()} backend need "
-            "tensorboardX; install it with pip install 'keras-model-zoo[tensorboard]'"
+            f"TensorBoard logs on the {backend} backend need {writer}; install it "
+            "with pip install 'keras-model-zoo[tensorboard]'"
         )
+    if backend == "tensorflow":
+        return keras.callbacks.TensorBoard(log_dir=os.fspath(log_dir))
     return _ScalarWriter(os.fspath(log_dir))
 
 

@@ -64,9 +64,16 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     >>> result.metrics["test_accuracy"]
     """
     config = FitConfig.from_options(**options)
+    if isinstance(model, str):
+        zoo.model_task(model)  # an unknown name fails before any work
     output_dir = config.output_dir and outputs.prepare_dir(
         config.output_dir, overwrite=config.overwrite
     )
+    extra_callbacks = []
+    if config.tensorboard:
+        if not output_dir:
+            raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
+        extra_callbacks.append(callbacks.tensorboard(os.path.join(output_dir, "tensorboard")))
     seed_everything(config.seed)
     data = _dataset(dataset, config)
     net, task = _model(model, data, config.model_kwargs)
@@ -75,13 +82,9 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
             f"Expected batch_size at most the {len(data.x_train)} training samples "
             f"of {data.name!r}. Received: batch_size={config.batch_size}"
         )
+    data = _match_targets(net, data)
     if not net.compiled:
         compile_for_task(net, task, config.make_optimizer())
-    extra_callbacks = []
-    if config.tensorboard:
-        if not output_dir:
-            raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
-        extra_callbacks.append(callbacks.tensorboard(os.path.join(output_dir, "tensorboard")))
 
     history = net.fit(
         data.x_train,
@@ -116,6 +119,7 @@ def evaluate(model_path, dataset="digits", *, batch_size=32, seed=0) -> dict[str
     net = zoo.load_model(model_path)
     data = _dataset(dataset, FitConfig(seed=seed, batch_size=batch_size))
     _check_inputs(net, data.x_test, data.name)
+    data = _match_targets(net, data)
     if not net.compiled:
         compile_for_task(net, data.task, "adam")
     return _test_metrics(net, data, batch_size)
@@ -190,6 +194,21 @@ def _model(model, data, model_kwargs):
     if task == "classification":
         kwargs.setdefault("num_classes", data.num_classes)
     return zoo.create_model(model, **kwargs), task
+
+
+def _match_targets(net, data):
+    """Gives a one-unit classifier its labels as a float column.
+
+    Binary metrics do not squeeze: `(N,)` labels against `(N, 1)` probabilities
+    broadcast to `(N, N)` and give a meaningless accuracy.
+    """
+    if data.num_classes is None or net.output_shape[-1] != 1:
+        return data
+    column = {
+        split: getattr(data, split).reshape(-1, 1).astype("float32")
+        for split in ("y_train", "y_val", "y_test")
+    }
+    return dataclasses.replace(data, **column)
 
 
 def _check_inputs(net, x, name):

@@ -1,0 +1,78 @@
+import keras
+import pytest
+
+import zoo
+from zoo import registry
+
+
+def test_list_models_wildcards_and_exclude():
+    assert zoo.list_models("*regressor") == ["linear_regressor", "logistic_regressor"]
+    assert zoo.list_models(["mlp", "le*"]) == ["lenet5", "mlp"]
+    assert zoo.list_models("*", exclude=["*regressor", "mlp"]) == ["lenet5", "simple_cnn"]
+    assert zoo.list_models("no_such_*") == []
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(zoo.ZooError, match=r"Unknown model 'simple_cn'\. Did you mean 'simple_cnn'\?"):
+        zoo.create_model("simple_cn")
+    with pytest.raises(zoo.ZooError, match="Unknown model 'xyz'. Expected one of: lenet5"):
+        zoo.model_info("xyz")
+
+
+def test_unknown_builder_argument_is_named():
+    with pytest.raises(zoo.ZooError, match="Received unknown: widths"):
+        zoo.create_model("mlp", widths=(3,))
+
+
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(zoo.ZooError, match="'mlp' is already registered"):
+
+        @zoo.register_model(task="classification", source="test")
+        def mlp():  # noqa: F811 - the clash is the point
+            pass
+
+    assert registry._REGISTRY["mlp"].builder.__module__ == "zoo.mlp"
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(zoo.ZooError, match="Received: task='ranking'"):
+        zoo.register_model(task="ranking", source="test")
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_model_info_describes_the_default_model(name):
+    info = zoo.model_info(name)
+    model = zoo.create_model(name)
+    assert info.name == name
+    assert info.parameters == model.count_params() > 0
+    assert info.input_shape == tuple(model.input_shape[1:])
+    assert info.task in zoo.TASKS
+    assert info.style == zoo.model_style(model)
+    assert info.source and info.description
+    assert info.to_dict()["parameters"] == info.parameters
+
+
+def test_model_styles():
+    assert zoo.model_info("mlp").style == "sequential"
+    assert zoo.model_info("lenet5").style == "functional"
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    assert zoo.model_style(Subclassed()) == "subclassed"
+
+
+def test_load_model_needs_an_existing_keras_file(tmp_path):
+    with pytest.raises(zoo.ZooError, match="Expected a path to a .keras file"):
+        zoo.load_model(tmp_path / "model.h5")
+    with pytest.raises(zoo.ZooError, match="No model file at"):
+        zoo.load_model(tmp_path / "missing.keras")
+
+
+def test_load_model_refuses_lambda_layers(tmp_path):
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="(?i)unsafe|lambda"):
+        zoo.load_model(tmp_path / "lambda.keras")
