@@ -58,7 +58,11 @@ def _nvidia_gpu():
         text=True,
         check=False,
     )
-    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
+    return (
+        result.stdout.strip().splitlines()[0]
+        if result.returncode == 0 and result.stdout.strip()
+        else None
+    )
 
 
 # nox names parametrised sessions `test(torch)`; the matrix is addressed as

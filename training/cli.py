@@ -5,6 +5,7 @@ Only argparse and the backend choice run before keras is imported, so
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -76,14 +77,14 @@ def _predict(args):
     from zoo import ZooError
 
     if args.output and os.path.exists(args.output) and not args.overwrite:
-        raise ZooError(
-            f"Expected a new --output file; {args.output!r} exists (pass --overwrite)"
-        )
+        raise ZooError(f"Expected a new --output file; {args.output!r} exists (pass --overwrite)")
     if args.input:
         try:
             x = np.load(args.input, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ZooError(f"Expected a .npy array in --input. Received: {args.input!r} ({exc})") from exc
+            raise ZooError(
+                f"Expected a .npy array in --input. Received: {args.input!r} ({exc})"
+            ) from exc
     else:
         x = args.dataset
     predictions = training.predict(args.model_path, x, batch_size=args.batch_size)
@@ -134,10 +135,8 @@ def _model_arg(text):
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {text!r}")
-    try:
+    with contextlib.suppress(json.JSONDecodeError):  # else a string: activation=gelu
         value = json.loads(value)
-    except json.JSONDecodeError:
-        pass  # a plain string, such as activation=gelu
     # JSON has no tuples; shapes and widths are tuples in the zoo.
     return key, tuple(value) if isinstance(value, list) else value
 
@@ -167,26 +166,63 @@ def _parser():
     fit.set_defaults(command=_fit)
     fit.add_argument("--model", default="simple_cnn", help="zoo model name (default: %(default)s)")
     fit.add_argument("--dataset", default="digits", help="data set name (default: %(default)s)")
-    fit.add_argument("--epochs", type=int, default=FIT_DEFAULTS["epochs"], help="(default: %(default)s)")
-    fit.add_argument("--batch-size", type=int, default=FIT_DEFAULTS["batch_size"], help="(default: %(default)s)")
-    fit.add_argument("--optimizer", default=FIT_DEFAULTS["optimizer"], help="Keras optimizer name (default: %(default)s)")
-    fit.add_argument("--learning-rate", type=float, default=FIT_DEFAULTS["learning_rate"], help="(default: %(default)s)")
-    fit.add_argument("--seed", type=int, default=FIT_DEFAULTS["seed"], help="(default: %(default)s)")
-    fit.add_argument("--output-dir", help="where to write the run (default: runs/MODEL-DATASET)")
-    fit.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
-    fit.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUTPUT_DIR/tensorboard")
     fit.add_argument(
-        "--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+        "--epochs", type=int, default=FIT_DEFAULTS["epochs"], help="(default: %(default)s)"
+    )
+    fit.add_argument(
+        "--batch-size", type=int, default=FIT_DEFAULTS["batch_size"], help="(default: %(default)s)"
+    )
+    fit.add_argument(
+        "--optimizer",
+        default=FIT_DEFAULTS["optimizer"],
+        help="Keras optimizer name (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--learning-rate",
+        type=float,
+        default=FIT_DEFAULTS["learning_rate"],
+        help="(default: %(default)s)",
+    )
+    fit.add_argument(
+        "--seed", type=int, default=FIT_DEFAULTS["seed"], help="(default: %(default)s)"
+    )
+    fit.add_argument("--output-dir", help="where to write the run (default: runs/MODEL-DATASET)")
+    fit.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run in --output-dir"
+    )
+    fit.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard logs to OUTPUT_DIR/tensorboard",
+    )
+    fit.add_argument(
+        "--model-arg",
+        type=_model_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="model builder argument, VALUE as JSON, e.g. hidden_units=[512,512] (repeatable)",
     )
-    fit.add_argument("--verbose", type=_verbosity, default="auto", choices=["auto", 0, 1, 2], help="Keras verbosity (default: %(default)s)")
+    fit.add_argument(
+        "--verbose",
+        type=_verbosity,
+        default="auto",
+        choices=["auto", 0, 1, 2],
+        help="Keras verbosity (default: %(default)s)",
+    )
 
-    evaluate = commands.add_parser("evaluate", parents=[common], help="test a saved model; prints JSON")
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="test a saved model; prints JSON"
+    )
     evaluate.set_defaults(command=_evaluate)
     evaluate.add_argument("--model-path", required=True, help="a .keras file")
-    evaluate.add_argument("--dataset", default="digits", help="data set name (default: %(default)s)")
+    evaluate.add_argument(
+        "--dataset", default="digits", help="data set name (default: %(default)s)"
+    )
     evaluate.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    evaluate.add_argument("--seed", type=int, default=0, help="the split seed used in training (default: %(default)s)")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="the split seed used in training (default: %(default)s)"
+    )
 
     predict = commands.add_parser("predict", parents=[common], help="run a saved model on inputs")
     predict.set_defaults(command=_predict)
@@ -194,19 +230,23 @@ def _parser():
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="a .npy array of inputs")
     source.add_argument("--dataset", help="predict this data set's test split")
-    predict.add_argument("--output", help="write predictions to this .npy file (default: print JSON)")
+    predict.add_argument(
+        "--output", help="write predictions to this .npy file (default: print JSON)"
+    )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     predict.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
 
     list_ = commands.add_parser("list", parents=[common], help="list model names")
     list_.set_defaults(command=_list)
-    list_.add_argument("patterns", nargs="*", help="fnmatch patterns, e.g. 'resnet*' (default: all)")
-    list_.add_argument("--exclude", action="append", default=[], help="drop names matching this pattern")
+    list_.add_argument(
+        "patterns", nargs="*", help="fnmatch patterns, e.g. 'resnet*' (default: all)"
+    )
+    list_.add_argument(
+        "--exclude", action="append", default=[], help="drop names matching this pattern"
+    )
     list_.add_argument("--markdown", action="store_true", help="print the README model table")
 
     info = commands.add_parser("info", parents=[common], help="print a model's metadata as JSON")
     info.set_defaults(command=_info)
     info.add_argument("name", help="zoo model name")
     return parser
-
-

@@ -91,8 +91,7 @@ class FitConfig:
         unknown = sorted(set(options) - set(fields))
         if unknown:
             raise ZooError(
-                f"Expected options from {', '.join(fields)}. "
-                f"Received unknown: {', '.join(unknown)}"
+                f"Expected options from {', '.join(fields)}. Received unknown: {', '.join(unknown)}"
             )
         return cls(**options)
 

@@ -65,9 +65,7 @@ def load_dataset(
     ((8, 8, 1), 10)
     """
     if name not in DATASETS:
-        raise ZooError(
-            f"Unknown data set {name!r}. Expected one of: {', '.join(DATASETS)}"
-        )
+        raise ZooError(f"Unknown data set {name!r}. Expected one of: {', '.join(DATASETS)}")
     x, y, test = DATASETS[name](seed)
     return from_arrays(
         x,
@@ -112,8 +110,12 @@ def from_arrays(
     else:
         x_test, y_test = _checked_arrays(*test, f"{name} test split")
     x_train, x_val, y_train, y_val = _split(
-        x, y, validation_fraction / (1 - test_fraction if test is None else 1),
-        num_classes, seed, name,
+        x,
+        y,
+        validation_fraction / (1 - test_fraction if test is None else 1),
+        num_classes,
+        seed,
+        name,
     )
     return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
 
@@ -182,9 +184,7 @@ def _linear(seed):
 
 def _blobs(seed):
     # Two unit-variance clusters 4*sqrt(2) apart: separable up to ~0.2% overlap.
-    x, y = sk_datasets.make_blobs(
-        n_samples=1000, centers=[(-2, -2), (2, 2)], random_state=seed
-    )
+    x, y = sk_datasets.make_blobs(n_samples=1000, centers=[(-2, -2), (2, 2)], random_state=seed)
     return x, y, None
 
 

@@ -183,9 +183,7 @@ def _model(model, data, model_kwargs):
         else data.num_classes is not None and (task == "classification" or data.num_classes <= 2)
     )
     if not fits:
-        received = (
-            "float targets" if data.num_classes is None else f"{data.num_classes} classes"
-        )
+        received = "float targets" if data.num_classes is None else f"{data.num_classes} classes"
         raise ZooError(
             f"Model {model!r} is for {task.replace('_', ' ')} and expects {expected}. "
             f"Received: data set {data.name!r} with {received}"
@@ -215,7 +213,7 @@ def _check_inputs(net, x, name):
     expected = tuple(net.input_shape[1:])
     received = tuple(x.shape[1:])
     if len(expected) != len(received) or any(
-        e is not None and e != r for e, r in zip(expected, received)
+        e is not None and e != r for e, r in zip(expected, received, strict=True)
     ):
         raise ZooError(
             f"Model {net.name!r} expects inputs of shape {expected}. "

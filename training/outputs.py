@@ -68,7 +68,7 @@ def plot_history(history: dict, path, *, title: str) -> None:
     figure = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
     FigureCanvasAgg(figure)
     figure.suptitle(title)
-    for ax, name in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics):
+    for ax, name in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
         epochs = range(1, len(history[name]) + 1)
         ax.plot(epochs, history[name], marker="o", label="train")
         if f"val_{name}" in history:

@@ -10,14 +10,13 @@ def shape(input_shape, *, model, rank=None):
     """Returns `input_shape` as a tuple of positive ints, or raises `ZooError`."""
     try:
         dims = tuple(int(d) for d in input_shape)
-        valid = all(d > 0 and d == d_in for d, d_in in zip(dims, input_shape))
+        valid = all(d > 0 and d == d_in for d, d_in in zip(dims, input_shape, strict=True))
     except (TypeError, ValueError):
         valid = False
     if not valid or not dims or (rank is not None and len(dims) != rank):
         expected = f"{rank} positive ints" if rank else "a tuple of positive ints"
         raise ZooError(
-            f"{model} expects input_shape to be {expected}. "
-            f"Received: input_shape={input_shape!r}"
+            f"{model} expects input_shape to be {expected}. Received: input_shape={input_shape!r}"
         )
     return dims
 
@@ -43,9 +42,7 @@ def image_shape(input_shape, *, model, min_size=1):
 def positive_int(value, *, name, model):
     """Returns `value` if it is a positive int, or raises `ZooError`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ZooError(
-            f"{model} expects {name} to be a positive int. Received: {name}={value!r}"
-        )
+        raise ZooError(f"{model} expects {name} to be a positive int. Received: {name}={value!r}")
     return value
 
 
@@ -53,7 +50,6 @@ def fraction(value, *, name, model):
     """Returns `value` if it is a float in [0, 1), or raises `ZooError`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ZooError(
-            f"{model} expects {name} to be a number in [0, 1). "
-            f"Received: {name}={value!r}"
+            f"{model} expects {name} to be a number in [0, 1). Received: {name}={value!r}"
         )
     return float(value)

@@ -44,8 +44,7 @@ def simple_cnn(input_shape=(64, 64, 3), num_classes=10, name="simple_cnn"):
 @register_model(
     task="classification",
     source="http://yann.lecun.com/exdb/lenet/",
-    paper="LeCun et al., Gradient-Based Learning Applied to Document "
-    "Recognition, Proc. IEEE 1998",
+    paper="LeCun et al., Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998",
 )
 def lenet5(input_shape=(32, 32, 1), num_classes=10, name="lenet5"):
     """LeNet-5: tanh convolutions with average pooling, returning logits.

@@ -45,9 +45,7 @@ def mlp(
         keras.layers.Flatten(name=f"{name}_flatten"),
     ]
     for i, units in enumerate(hidden_units):
-        layers.append(
-            keras.layers.Dense(units, activation=activation, name=f"{name}_dense{i}")
-        )
+        layers.append(keras.layers.Dense(units, activation=activation, name=f"{name}_dense{i}"))
         if dropout:
             layers.append(keras.layers.Dropout(dropout, name=f"{name}_dropout{i}"))
     layers.append(keras.layers.Dense(num_classes, name=f"{name}_logits"))

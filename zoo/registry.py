@@ -84,9 +84,7 @@ def register_model(*, task: str, source: str, paper: str | None = None):
     return decorator
 
 
-def list_models(
-    pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()
-) -> list[str]:
+def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()) -> list[str]:
     """Lists registered model names matching fnmatch wildcards, sorted.
 
     Args:
@@ -137,8 +135,7 @@ def model_info(name: str) -> ModelInfo:
     entry = _entry(name)
     model = entry.builder()
     defaults = {
-        key: param.default
-        for key, param in inspect.signature(entry.builder).parameters.items()
+        key: param.default for key, param in inspect.signature(entry.builder).parameters.items()
     }
     doc = inspect.getdoc(entry.builder) or ""
     return ModelInfo(
@@ -175,7 +172,6 @@ def _entry(name: str) -> _Entry:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ZooError(
-            f"Unknown model {name!r}.{hint} "
-            f"Expected one of: {', '.join(sorted(_REGISTRY))}"
+            f"Unknown model {name!r}.{hint} Expected one of: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]

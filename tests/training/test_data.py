@@ -22,7 +22,11 @@ def test_digits_are_8x8_images_in_unit_range():
 
 
 def test_splits_are_deterministic_from_the_seed_and_disjoint():
-    a, b, c = load_dataset("digits", seed=1), load_dataset("digits", seed=1), load_dataset("digits", seed=2)
+    a, b, c = (
+        load_dataset("digits", seed=1),
+        load_dataset("digits", seed=1),
+        load_dataset("digits", seed=2),
+    )
     np.testing.assert_array_equal(a.x_test, b.x_test)
     np.testing.assert_array_equal(a.y_train, b.y_train)
     assert not np.array_equal(a.x_test, c.x_test)
@@ -75,7 +79,9 @@ def keras_cache(tmp_path, monkeypatch):
 
 def _images(n, seed):
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
+    return rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(
+        np.uint8
+    )
 
 
 def test_mnist_reads_a_cached_file(keras_cache):
@@ -84,7 +90,9 @@ def test_mnist_reads_a_cached_file(keras_cache):
     data = load_dataset("mnist")
     assert data.input_shape == (28, 28, 1) and data.num_classes == 10
     assert len(data.x_train) + len(data.x_val) == 40
-    np.testing.assert_allclose(data.x_test[..., 0], x_test / 255.0, atol=1e-6)  # official split kept
+    np.testing.assert_allclose(
+        data.x_test[..., 0], x_test / 255.0, atol=1e-6
+    )  # official split kept
 
 
 def test_fashion_mnist_reads_cached_idx_files(keras_cache):
@@ -106,7 +114,9 @@ def test_offline_download_names_the_cache_path(name, keras_cache, monkeypatch):
         raise Exception("URL fetch failure on https://example.invalid: None -- [Errno -2]")
 
     monkeypatch.setattr(f"keras.src.datasets.{name}.get_file", offline)
-    with pytest.raises(ZooError, match=f"Could not load data set '{name}'.*URL fetch failure") as error:
+    with pytest.raises(
+        ZooError, match=f"Could not load data set '{name}'.*URL fetch failure"
+    ) as error:
         load_dataset(name)
     assert str(keras_cache) in str(error.value) and "\n" not in str(error.value)
     assert sorted(DATASETS) == ["blobs", "cifar10", "digits", "fashion_mnist", "linear", "mnist"]

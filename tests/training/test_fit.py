@@ -12,7 +12,11 @@ from training.config import FitConfig
 from zoo import ZooError
 
 # A data set per task, for training every registered model.
-DATASET_FOR_TASK = {"classification": "digits", "binary_classification": "blobs", "regression": "linear"}
+DATASET_FOR_TASK = {
+    "classification": "digits",
+    "binary_classification": "blobs",
+    "regression": "linear",
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,11 @@ def finished_run(tmp_path_factory):
 def test_fit_writes_a_complete_run(finished_run):
     result, output_dir = finished_run
     assert sorted(os.listdir(output_dir)) == [
-        "config.json", "curves.png", "history.json", "metrics.json", "model.keras"
+        "config.json",
+        "curves.png",
+        "history.json",
+        "metrics.json",
+        "model.keras",
     ]
     history = json.loads((output_dir / "history.json").read_text())
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -76,9 +84,9 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
     (a, history_a), (b, history_b), (c, _) = weights(3), weights(3), weights(4)
     assert history_a == history_b
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
-    assert not all(np.array_equal(x, z) for x, z in zip(a, c))
+    assert not all(np.array_equal(x, z) for x, z in zip(a, c, strict=True))
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -92,7 +100,11 @@ def test_every_model_trains_through_fit(name):
 
 def test_mlp_with_dropout_trains_through_fit():
     result = training.fit(
-        "mlp", "digits", epochs=5, model_kwargs={"dropout": 0.2, "hidden_units": (64, 64)}, verbose=0
+        "mlp",
+        "digits",
+        epochs=5,
+        model_kwargs={"dropout": 0.2, "hidden_units": (64, 64)},
+        verbose=0,
     )
     assert result.metrics["test_accuracy"] > 0.9
 
@@ -127,19 +139,36 @@ def test_tensorboard_writes_event_files(tmp_path):
 @pytest.mark.parametrize(
     "model, dataset, options, message",
     [
-        ("linear_regressor", "digits", {}, "is for regression and expects float targets. Received: data set 'digits' with 10 classes"),
+        (
+            "linear_regressor",
+            "digits",
+            {},
+            "is for regression and expects float targets. "
+            "Received: data set 'digits' with 10 classes",
+        ),
         ("logistic_regressor", "digits", {}, "expects labels 0 and 1"),
         ("simple_cnn", "linear", {}, "expects integer class labels"),
         ("mlp", "digits", {"batch_size": 5000}, "batch_size at most the 1258 training samples"),
         ("mlp", "digits", {"epochs": 0}, "epochs to be a positive int. Received: epochs=0"),
         ("mlp", "digits", {"epochs": -3}, "Received: epochs=-3"),
-        ("mlp", "digits", {"optimizer": "adamm"}, "Unknown optimizer 'adamm'. Expected one of: .*adam"),
+        (
+            "mlp",
+            "digits",
+            {"optimizer": "adamm"},
+            "Unknown optimizer 'adamm'. Expected one of: .*adam",
+        ),
         ("mlp", "digits", {"learning_rate": 0}, "learning_rate to be a number > 0"),
         ("mlp", "digits", {"epoch": 3}, "Received unknown: epoch"),
         ("mlp", "mnistt", {}, "Unknown data set 'mnistt'"),
         ("mlpp", "digits", {}, "Unknown model 'mlpp'. Did you mean 'mlp'"),
         ("mlp", {"x": 1}, {}, "Received: dataset of type dict"),
-        (zoo.create_model("mlp", input_shape=(28, 28, 1)), "digits", {}, r"expects inputs of shape \(28, 28, 1\). Received: digits with inputs of shape \(8, 8, 1\)"),
+        (
+            zoo.create_model("mlp", input_shape=(28, 28, 1)),
+            "digits",
+            {},
+            r"expects inputs of shape \(28, 28, 1\). "
+            r"Received: digits with inputs of shape \(8, 8, 1\)",
+        ),
     ],
 )
 def test_bad_input_fails_in_one_line(model, dataset, options, message):

@@ -13,7 +13,9 @@ def test_list_models_wildcards_and_exclude():
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(zoo.ZooError, match=r"Unknown model 'simple_cn'\. Did you mean 'simple_cnn'\?"):
+    with pytest.raises(
+        zoo.ZooError, match=r"Unknown model 'simple_cn'\. Did you mean 'simple_cnn'\?"
+    ):
         zoo.create_model("simple_cn")
     with pytest.raises(zoo.ZooError, match="Unknown model 'xyz'. Expected one of: lenet5"):
         zoo.model_info("xyz")

@@ -64,12 +64,8 @@ def run_model_test(name, init_kwargs, tmp_path):
     path = os.path.join(tmp_path, f"{name}.keras")
     model.save(path)
     loaded = zoo.load_model(path)
-    assert [layer.name for layer in loaded.layers] == [
-        layer.name for layer in model.layers
-    ]
-    for saved, restored in zip(model.get_weights(), loaded.get_weights()):
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    for saved, restored in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(saved, restored)
-    np.testing.assert_allclose(
-        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
-    )
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert loaded.compiled

@@ -1,0 +1,64 @@
+"""Cross-backend facts, each backend in its own subprocess."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from tiny import TINY_KWARGS
+
+from training.backends import BACKENDS
+
+pytestmark = pytest.mark.cross_backend
+
+WORKER = pathlib.Path(__file__).parent / "support" / "backend_worker.py"
+
+
+def run(backend, *args):
+    result = subprocess.run(
+        [sys.executable, *args],
+        env={**os.environ, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_models_saved_on_each_backend_load_on_each_backend(tmp_path):
+    for backend in BACKENDS:
+        run(backend, str(WORKER), "save", str(tmp_path))
+    for backend in BACKENDS:
+        loaded = json.loads(run(backend, str(WORKER), "load", str(tmp_path)).splitlines()[-1])
+        assert loaded["loaded_on"] == backend
+        # All 3 x 3 pairs, every model, the same predictions.
+        assert sorted(loaded["report"]) == sorted(BACKENDS)
+        for saved_on, differences in loaded["report"].items():
+            assert sorted(differences) == sorted(TINY_KWARGS)
+            worst = max(differences, key=differences.get)
+            assert differences[worst] <= 1e-5, (saved_on, backend, worst, differences[worst])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_flag_wins_over_the_environment(backend, tmp_path):
+    other = next(b for b in BACKENDS if b != backend)
+    run(
+        other,
+        "-m",
+        "training",
+        "fit",
+        "--backend",
+        backend,
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--verbose",
+        "0",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert json.loads((tmp_path / "config.json").read_text())["backend"] == backend

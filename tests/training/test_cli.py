@@ -1,0 +1,185 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import zoo
+from training import cli
+from training.config import FitConfig
+
+
+def run_cli(*args, env=None):
+    """Runs `python -m training` as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("cli") / "run"
+    code = cli.main(
+        [
+            "fit",
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--verbose",
+            "0",
+            "--output-dir",
+            str(output_dir),
+        ]
+    )
+    assert code == 0
+    return output_dir
+
+
+def test_fit_prints_test_metrics_as_json(trained, capsys):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics) == {"test_loss", "test_accuracy"}
+    assert cli.main(["evaluate", "--model-path", str(trained / "model.keras")]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(metrics, rel=1e-5)
+
+
+def test_predict_writes_an_npy_file_and_refuses_to_overwrite_it(trained, tmp_path, capsys):
+    model_path = str(trained / "model.keras")
+    out = tmp_path / "predictions.npy"
+    assert (
+        cli.main(
+            ["predict", "--model-path", model_path, "--dataset", "digits", "--output", str(out)]
+        )
+        == 0
+    )
+    assert np.load(out).shape == (359, 10)
+    assert (
+        cli.main(
+            ["predict", "--model-path", model_path, "--dataset", "digits", "--output", str(out)]
+        )
+        == 2
+    )
+    assert "exists (pass --overwrite)" in capsys.readouterr().err
+
+
+def test_predict_reads_npy_inputs_and_prints_json(trained, tmp_path, capsys):
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.zeros((3, 8, 8, 1), "float32"))
+    assert (
+        cli.main(["predict", "--model-path", str(trained / "model.keras"), "--input", str(inputs)])
+        == 0
+    )
+    assert np.array(json.loads(capsys.readouterr().out)["predictions"]).shape == (3, 10)
+
+
+def test_model_args_reach_the_builder(tmp_path):
+    args = [
+        "fit",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--verbose",
+        "0",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    args += ["--model-arg", "hidden_units=[16, 8]", "--model-arg", "dropout=0.1"]
+    assert cli.main(args) == 0
+    model = zoo.load_model(tmp_path / "model.keras")
+    assert [layer.name for layer in model.layers] == [
+        "mlp_flatten",
+        "mlp_dense0",
+        "mlp_dropout0",
+        "mlp_dense1",
+        "mlp_dropout1",
+        "mlp_logits",
+    ]
+
+
+def test_list_and_info(capsys):
+    assert cli.main(["list", "*regressor", "--exclude", "lin*"]) == 0
+    assert capsys.readouterr().out.split() == ["logistic_regressor"]
+    assert cli.main(["info", "lenet5"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["style"] == "functional" and info["parameters"] == 61_706
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "list", "info"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0 and "--backend" in capsys.readouterr().out
+
+
+def test_fit_flag_defaults_are_fit_config_defaults():
+    config = FitConfig()
+    assert {name: getattr(config, name) for name in cli.FIT_DEFAULTS} == cli.FIT_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "--model", "resnet"], "error: Unknown model 'resnet'"),
+        (["fit", "--dataset", "imagenet"], "error: Unknown data set 'imagenet'"),
+        (
+            ["fit", "--epochs", "0"],
+            "error: Expected epochs to be a positive int. Received: epochs=0",
+        ),
+        (["fit", "--optimizer", "nope"], "error: Unknown optimizer 'nope'"),
+        (
+            ["fit", "--backend", "theano"],
+            "error: Expected a backend from tensorflow, torch, jax. Received: backend='theano'",
+        ),
+        (["info", "mlp2"], "error: Unknown model 'mlp2'. Did you mean 'mlp'?"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_wrong_input_shape_is_one_line(trained, capsys):
+    assert (
+        cli.main(["evaluate", "--model-path", str(trained / "model.keras"), "--dataset", "blobs"])
+        == 2
+    )
+    assert (
+        "expects inputs of shape (8, 8, 1). Received: blobs with inputs of shape (2,)"
+        in capsys.readouterr().err
+    )
+
+
+def test_bad_backend_from_the_environment_in_a_fresh_process():
+    result = run_cli("list", env={"KERAS_BACKEND": "theano"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: Expected a backend from tensorflow, torch, jax. Received: KERAS_BACKEND='theano'"
+    )
+
+
+def test_cli_defaults_reach_97_percent_on_digits(tmp_path):
+    """The README's main job: simple_cnn on digits with the CLI defaults."""
+    result = run_cli(
+        "fit",
+        "--model",
+        "simple_cnn",
+        "--dataset",
+        "digits",
+        "--output-dir",
+        str(tmp_path),
+        "--verbose",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Epoch 30/30" in result.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == metrics
+    assert metrics["test_accuracy"] >= 0.97
