@@ -45,20 +45,6 @@ def test_models_saved_on_each_backend_load_on_each_backend(tmp_path):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_flag_wins_over_the_environment(backend, tmp_path):
     other = next(b for b in BACKENDS if b != backend)
-    run(
-        other,
-        "-m",
-        "training",
-        "fit",
-        "--backend",
-        backend,
-        "--model",
-        "mlp",
-        "--epochs",
-        "1",
-        "--verbose",
-        "0",
-        "--output-dir",
-        str(tmp_path),
-    )
+    args = f"-m training fit --backend {backend} --model mlp --epochs 1 --verbose 0".split()
+    run(other, *args, "--output-dir", str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["backend"] == backend

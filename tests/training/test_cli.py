@@ -79,17 +79,7 @@ def test_predict_reads_npy_inputs_and_prints_json(trained, tmp_path, capsys):
 
 
 def test_model_args_reach_the_builder(tmp_path):
-    args = [
-        "fit",
-        "--model",
-        "mlp",
-        "--epochs",
-        "1",
-        "--verbose",
-        "0",
-        "--output-dir",
-        str(tmp_path),
-    ]
+    args = "fit --model mlp --epochs 1 --verbose 0 --output-dir".split() + [str(tmp_path)]
     args += ["--model-arg", "hidden_units=[16, 8]", "--model-arg", "dropout=0.1"]
     assert cli.main(args) == 0
     model = zoo.load_model(tmp_path / "model.keras")
