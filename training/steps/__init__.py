@@ -1,0 +1,114 @@
+"""Custom training steps written once, run on TensorFlow, PyTorch and JAX.
+
+Keras' guides write a custom `train_step` three times: with `tf.GradientTape`,
+with torch's `backward()`, and for JAX as a stateless `train_step(state, data)`.
+Here a model subclasses `CustomStepModel` and writes `fit_step(data)` (and
+`evaluate_step(data)`) once, in stateful style:
+
+```python
+class Regressor(CustomStepModel):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, x):
+        return self.net(x)
+
+    def fit_step(self, data):
+        x, y = data
+        variables = self.net.trainable_variables
+        loss, grads = value_and_grad(lambda: ops.mean((self.net(x) - y) ** 2), variables)
+        self.optimizer["model"].apply(grads, variables)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+```
+
+`fit` compiles it: XLA under `jax.jit`, `tf.function` on TensorFlow. On JAX the
+step runs inside a `StatelessScope` over the whole training state (weights,
+BatchNorm statistics, seed generators, every optimizer's slots, metrics), and the
+new values are read back from it, so no update is dropped.
+
+The backend-specific code is in `_tensorflow.py`, `_torch.py` and `_jax.py`,
+one of which is chosen when this module is imported.
+"""
+
+import importlib
+
+import keras
+
+from training.steps.optimizers import OptimizerGroup
+
+_backend = importlib.import_module(f"training.steps._{keras.backend.backend()}")
+
+#: `value_and_grad(fn, wrt, has_aux=False) -> (value, grads)`.
+#:
+#: `wrt` is a list of trainable Keras variables, and `fn()` takes no argument;
+#: or a tensor (or a nested structure of tensors), and `fn(wrt)` takes it.
+#: Calls nest: a gradient taken inside `fn` (a gradient penalty) is itself
+#: differentiated. With `has_aux=True`, `fn` returns `(value, aux)` and the
+#: result is `((value, aux), grads)`.
+value_and_grad = _backend.value_and_grad
+
+
+class CustomStepModel(_backend.StepMixin, keras.Model):
+    """A `keras.Model` whose training step is written once for every backend.
+
+    Subclasses implement `fit_step(data)` and `evaluate_step(data)`, each
+    returning a dict of logs, and may set `optimizer_groups`: the attribute names
+    of the sub-models that get an optimizer of their own. `compile(optimizer=...)`
+    takes one optimizer (copied for each group) or a dict from group name to
+    optimizer; the step reaches them as `self.optimizer[name]`.
+    """
+
+    #: Attribute names of the sub-models with their own optimizer. The default,
+    #: `("model",)`, gives one optimizer over all trainable variables.
+    optimizer_groups = ("model",)
+
+    def fit_step(self, data):
+        raise NotImplementedError(f"{type(self).__name__} must implement fit_step(data)")
+
+    def evaluate_step(self, data):
+        raise NotImplementedError(f"{type(self).__name__} must implement evaluate_step(data)")
+
+    def compile(self, optimizer="adam", **kwargs):
+        if not isinstance(optimizer, OptimizerGroup):
+            optimizer = OptimizerGroup(self._optimizers_per_group(optimizer))
+        optimizer.assign_variables(self._group_variables)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def get_compile_config(self):
+        if self.compiled:
+            return {"optimizer": keras.optimizers.serialize(self.optimizer)}
+        return None
+
+    def compile_from_config(self, config):
+        self.compile(optimizer=keras.optimizers.deserialize(config["optimizer"]))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def group_variables(self, name):
+        """The trainable variables that the optimizer `name` updates."""
+        return self._group_variables()[name]
+
+    def _group_variables(self):
+        if tuple(self.optimizer_groups) == ("model",):
+            return {"model": self.trainable_variables}
+        return {name: getattr(self, name).trainable_variables for name in self.optimizer_groups}
+
+    def _optimizers_per_group(self, optimizer):
+        if isinstance(optimizer, dict):
+            if sorted(optimizer) != sorted(self.optimizer_groups):
+                raise ValueError(
+                    f"{type(self).__name__} expects one optimizer for each of "
+                    f"{list(self.optimizer_groups)}. Received: {sorted(optimizer)}"
+                )
+            return {name: keras.optimizers.get(opt) for name, opt in optimizer.items()}
+        template = keras.optimizers.get(optimizer)
+        return {
+            name: type(template).from_config(template.get_config())
+            for name in self.optimizer_groups
+        }
+
+
+__all__ = ["CustomStepModel", "OptimizerGroup", "value_and_grad"]

@@ -1,0 +1,13 @@
+"""The step wrappers for the backends whose variables are stateful
+(TensorFlow and PyTorch): Keras calls `train_step(data)` and the step runs as
+written."""
+
+
+class StepMixin:
+    def train_step(self, data):
+        logs = self.fit_step(data)
+        self.optimizer.iterations.assign_add(1)
+        return logs
+
+    def test_step(self, data):
+        return self.evaluate_step(data)

@@ -1,0 +1,77 @@
+"""Several optimizers as one Keras optimizer, so that a model has one
+`model.optimizer` whose `variables` hold every optimizer's state."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="training")
+class OptimizerGroup(keras.optimizers.Optimizer):
+    """Named optimizers, each updating its own variables.
+
+    Keras threads `model.optimizer.variables` through the JAX training state and
+    saves them with the model; this group's `variables` are its own iteration
+    count followed by every member's, so all of them travel and persist.
+
+    Args:
+        optimizers: a dict from group name to `keras.optimizers.Optimizer`.
+        name: the group's name. Defaults to `"optimizer_group"`.
+
+    Example:
+
+    >>> group = OptimizerGroup({"generator": keras.optimizers.Adam(2e-4),
+    ...                         "discriminator": keras.optimizers.Adam(2e-4)})
+    >>> group["generator"].apply(grads, generator.trainable_variables)
+    """
+
+    def __init__(self, optimizers, name="optimizer_group", **kwargs):
+        super().__init__(learning_rate=0.0, name=name, **kwargs)
+        self._members = dict(optimizers)
+        self._variables_per_group = None
+
+    def __getitem__(self, name):
+        return self._members[name]
+
+    @property
+    def members(self):
+        return dict(self._members)
+
+    def assign_variables(self, variables_per_group):
+        """Sets a callable returning `{name: variables}`, read when building."""
+        self._variables_per_group = variables_per_group
+
+    def build(self, var_list):
+        if self.built:
+            return
+        owned = self._variables_per_group() if self._variables_per_group else {}
+        for name, optimizer in self._members.items():
+            optimizer.build(owned.get(name, var_list))
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables[:] + [
+            variable for optimizer in self._members.values() for variable in optimizer.variables
+        ]
+
+    def apply(self, grads, trainable_variables=None):
+        raise ValueError(
+            "An OptimizerGroup applies gradients through a member: "
+            f"group[name].apply(grads, variables) with name in {list(self._members)}"
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizers": {
+                name: keras.optimizers.serialize(optimizer)
+                for name, optimizer in self._members.items()
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        optimizers = {
+            name: keras.optimizers.deserialize(optimizer, custom_objects=custom_objects)
+            for name, optimizer in config["optimizers"].items()
+        }
+        return cls(optimizers, name=config["name"])
