@@ -15,7 +15,15 @@ from keras.src.models.functional import Functional  # no public alias in Keras 3
 
 from zoo.errors import ZooError
 
-TASKS = ("classification", "binary_classification", "regression")
+TASKS = (
+    "classification",
+    "binary_classification",
+    "regression",
+    # Subclassed models with a custom training step (training.steps):
+    "generative",
+    "distillation",
+    "self_supervised",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +115,7 @@ def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
     )
 
 
-def create_model(name: str, **overrides) -> keras.Model:
+def create_model(name: str, /, **overrides) -> keras.Model:
     """Builds a registered model.
 
     Args:

@@ -78,3 +78,7 @@ def test_load_model_refuses_lambda_layers(tmp_path):
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(ValueError, match="(?i)unsafe|lambda"):
         zoo.load_model(tmp_path / "lambda.keras")
+
+
+def test_create_model_passes_a_name_override_to_the_builder():
+    assert zoo.create_model("mlp", name="digits_mlp").name == "digits_mlp"

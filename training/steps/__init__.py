@@ -61,8 +61,10 @@ class CustomStepModel(_backend.StepMixin, keras.Model):
     optimizer; the step reaches them as `self.optimizer[name]`.
     """
 
-    #: Attribute names of the sub-models with their own optimizer. The default,
-    #: `("model",)`, gives one optimizer over all trainable variables.
+    #: The optimizers the model trains with: attribute names of sub-models that
+    #: each get their own optimizer, or a dict from an optimizer's name to the
+    #: attribute names of the sub-models it updates. The default, `("model",)`,
+    #: is one optimizer over all trainable variables.
     optimizer_groups = ("model",)
 
     def fit_step(self, data):
@@ -92,9 +94,15 @@ class CustomStepModel(_backend.StepMixin, keras.Model):
         return self._group_variables()[name]
 
     def _group_variables(self):
-        if tuple(self.optimizer_groups) == ("model",):
+        groups = self.optimizer_groups
+        if tuple(groups) == ("model",):
             return {"model": self.trainable_variables}
-        return {name: getattr(self, name).trainable_variables for name in self.optimizer_groups}
+        if not isinstance(groups, dict):
+            groups = {name: (name,) for name in groups}
+        return {
+            name: [v for attr in attrs for v in getattr(self, attr).trainable_variables]
+            for name, attrs in groups.items()
+        }
 
     def _optimizers_per_group(self, optimizer):
         if isinstance(optimizer, dict):

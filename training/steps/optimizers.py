@@ -53,6 +53,15 @@ class OptimizerGroup(keras.optimizers.Optimizer):
             variable for optimizer in self._members.values() for variable in optimizer.variables
         ]
 
+    # Members save and load their own slots; the group only its own counters.
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._variables):
+            store[str(i)] = keras.ops.convert_to_numpy(variable)
+
+    def load_own_variables(self, store):
+        for i, variable in enumerate(self._variables):
+            variable.assign(store[str(i)])
+
     def apply(self, grads, trainable_variables=None):
         raise ValueError(
             "An OptimizerGroup applies gradients through a member: "
