@@ -4,7 +4,11 @@ import importlib.util
 import os
 
 import keras
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from training import outputs
 from zoo import ZooError
 
 
@@ -50,3 +54,29 @@ class _ScalarWriter(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for writer in self._writers.values():
             writer.close()
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Writes `samples_epoch_NNN.png`, a grid of `model.generate(...)` images,
+    after each epoch. The noise is fixed by `seed`, so the grids show the same
+    latent points improving."""
+
+    def __init__(self, output_dir, seed=0, rows=4, cols=8):
+        super().__init__()
+        self.output_dir, self.seed, self.rows, self.cols = output_dir, seed, rows, cols
+
+    def on_epoch_end(self, epoch, logs=None):
+        images = keras.ops.convert_to_numpy(
+            self.model.generate(self.rows * self.cols, seed=self.seed)
+        )
+        if keras.config.image_data_format() == "channels_first":
+            images = np.moveaxis(images, 1, -1)
+        figure = Figure(figsize=(self.cols, self.rows))
+        FigureCanvasAgg(figure)
+        for ax, image in zip(figure.subplots(self.rows, self.cols).ravel(), images, strict=True):
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            ax.axis("off")
+        figure.suptitle(f"{self.model.name}, epoch {epoch + 1}")
+        path = os.path.join(self.output_dir, f"samples_epoch_{epoch + 1:03d}.png")
+        with outputs.atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=80)

@@ -17,8 +17,8 @@ from training import backends
 FIT_DEFAULTS = {
     "epochs": 30,
     "batch_size": 32,
-    "optimizer": "adam",
-    "learning_rate": 5e-3,
+    "optimizer": None,
+    "learning_rate": None,
     "seed": 0,
 }
 
@@ -175,13 +175,13 @@ def _parser():
     fit.add_argument(
         "--optimizer",
         default=FIT_DEFAULTS["optimizer"],
-        help="Keras optimizer name (default: %(default)s)",
+        help="Keras optimizer name (default: the model's recommendation, else adam)",
     )
     fit.add_argument(
         "--learning-rate",
         type=float,
         default=FIT_DEFAULTS["learning_rate"],
-        help="(default: %(default)s)",
+        help="(default: the model's recommendation, else 5e-3)",
     )
     fit.add_argument(
         "--seed", type=int, default=FIT_DEFAULTS["seed"], help="(default: %(default)s)"

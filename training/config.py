@@ -17,6 +17,12 @@ OPTIMIZERS = {
 }
 
 
+# Used where neither the user nor the model chooses. Adam at 5e-3 for 30 epochs
+# takes simple_cnn past 0.97 test accuracy on digits on every backend.
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_LEARNING_RATE = 5e-3
+
+
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """How to train: everything `training.fit` takes besides the model and data.
@@ -24,8 +30,11 @@ class FitConfig:
     Args:
         epochs: passes over the training split. Defaults to `30`.
         batch_size: samples per step. Defaults to `32`.
-        optimizer: a Keras optimizer name from `OPTIMIZERS`. Defaults to `"adam"`.
-        learning_rate: the optimizer's learning rate. Defaults to `5e-3`.
+        optimizer: a Keras optimizer name from `OPTIMIZERS`. Defaults to `None`:
+            the model's own recommendation (`default_optimizer()`, as GANs
+            have), else `"adam"`.
+        learning_rate: the optimizer's learning rate. Defaults to `None`: the
+            model's recommendation, else `5e-3`.
         seed: seeds the split, the initial weights and the shuffling.
             Defaults to `0`.
         validation_fraction: share of the data held out for validation.
@@ -45,8 +54,8 @@ class FitConfig:
 
     epochs: int = 30
     batch_size: int = 32
-    optimizer: str = "adam"
-    learning_rate: float = 5e-3
+    optimizer: str | None = None
+    learning_rate: float | None = None
     seed: int = 0
     validation_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -63,12 +72,14 @@ class FitConfig:
                 raise ZooError(f"Expected {name} to be a positive int. Received: {name}={value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ZooError(f"Expected seed to be an int >= 0. Received: seed={self.seed!r}")
-        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+        if self.learning_rate is not None and (
+            not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0
+        ):
             raise ZooError(
                 f"Expected learning_rate to be a number > 0. "
                 f"Received: learning_rate={self.learning_rate!r}"
             )
-        if self.optimizer not in OPTIMIZERS:
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ZooError(
                 f"Unknown optimizer {self.optimizer!r}. "
                 f"Expected one of: {', '.join(sorted(OPTIMIZERS))}"
@@ -95,8 +106,13 @@ class FitConfig:
             )
         return cls(**options)
 
-    def make_optimizer(self) -> keras.optimizers.Optimizer:
-        return OPTIMIZERS[self.optimizer](learning_rate=self.learning_rate)
+    def make_optimizer(self, recommended=None) -> keras.optimizers.Optimizer:
+        """The optimizer asked for; with neither name nor rate given, the model's
+        `recommended` one if any, else Adam at 5e-3."""
+        if self.optimizer is None and self.learning_rate is None and recommended is not None:
+            return recommended
+        name = self.optimizer or DEFAULT_OPTIMIZER
+        return OPTIMIZERS[name](learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

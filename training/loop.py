@@ -31,6 +31,21 @@ _OBJECTIVES = {
 }
 
 
+def _labelled(data):
+    return data.num_classes is not None
+
+
+# Per task: what its data must hold, and the check.
+_DATA_FOR_TASK = {
+    "classification": ("integer class labels", _labelled),
+    "binary_classification": ("labels 0 and 1", lambda d: _labelled(d) and d.num_classes <= 2),
+    "regression": ("float targets", lambda d: not _labelled(d)),
+    "generative": ("images (labels are ignored)", lambda d: True),
+    "distillation": ("integer class labels", _labelled),
+    "self_supervised": ("integer class labels for its linear probe", _labelled),
+}
+
+
 @dataclasses.dataclass
 class FitResult:
     """What `fit` returns: the trained model, its history and test metrics."""
@@ -82,9 +97,15 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
             f"Expected batch_size at most the {len(data.x_train)} training samples "
             f"of {data.name!r}. Received: batch_size={config.batch_size}"
         )
-    data = _match_targets(net, data)
+    if task in _OBJECTIVES:
+        data = _match_targets(net, data)
+    if getattr(net, "teacher_trained", True) is False:
+        _train_teacher(net, data, config)
     if not net.compiled:
-        compile_for_task(net, task, config.make_optimizer())
+        recommended = net.default_optimizer() if hasattr(net, "default_optimizer") else None
+        compile_for_task(net, task, config.make_optimizer(recommended))
+    if task == "generative" and output_dir:
+        extra_callbacks.append(callbacks.SampleGrid(output_dir, seed=config.seed))
 
     history = net.fit(
         data.x_train,
@@ -143,9 +164,33 @@ def predict(model_path, x, *, batch_size=32) -> np.ndarray:
 
 
 def compile_for_task(net, task, optimizer) -> None:
-    """Compiles `net` with the loss and metrics of a `zoo.TASKS` task."""
+    """Compiles `net` with the loss and metrics of a `zoo.TASKS` task.
+
+    Models with a custom training step carry their own losses and metrics and
+    take only the optimizer (copied for each of their optimizer groups).
+    """
+    if task not in _OBJECTIVES:
+        net.compile(optimizer=optimizer)
+        return
     loss, metrics = _OBJECTIVES[task]()
     net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def _train_teacher(distiller, data, config):
+    """Trains a distiller's untrained teacher on the same data, then freezes it."""
+    teacher = distiller.teacher
+    teacher.trainable = True
+    compile_for_task(teacher, "classification", config.make_optimizer())
+    teacher.fit(
+        data.x_train,
+        data.y_train,
+        validation_data=(data.x_val, data.y_val),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        verbose=config.verbose,
+    )
+    teacher.trainable = False
+    distiller.teacher_trained = True
 
 
 def _dataset(dataset, config) -> Dataset:
@@ -172,24 +217,15 @@ def _model(model, data, model_kwargs):
         _check_inputs(model, data.x_train, data.name)
         return model, data.task
     task = zoo.model_task(model)
-    expected = {
-        "classification": "integer class labels",
-        "binary_classification": "labels 0 and 1",
-        "regression": "float targets",
-    }[task]
-    fits = (
-        data.task == "regression"
-        if task == "regression"
-        else data.num_classes is not None and (task == "classification" or data.num_classes <= 2)
-    )
-    if not fits:
+    expected, fits = _DATA_FOR_TASK[task]
+    if not fits(data):
         received = "float targets" if data.num_classes is None else f"{data.num_classes} classes"
         raise ZooError(
             f"Model {model!r} is for {task.replace('_', ' ')} and expects {expected}. "
             f"Received: data set {data.name!r} with {received}"
         )
     kwargs = {"input_shape": data.input_shape, **model_kwargs}
-    if task == "classification":
+    if task in ("classification", "distillation", "self_supervised"):
         kwargs.setdefault("num_classes", data.num_classes)
     return zoo.create_model(model, **kwargs), task
 
@@ -210,7 +246,10 @@ def _match_targets(net, data):
 
 
 def _check_inputs(net, x, name):
-    expected = tuple(net.input_shape[1:])
+    try:
+        expected = tuple(net.input_shape[1:])
+    except (AttributeError, ValueError):
+        return  # a subclassed model declares no input shape; it checks its own
     received = tuple(x.shape[1:])
     if len(expected) != len(received) or any(
         e is not None and e != r for e, r in zip(expected, received, strict=True)

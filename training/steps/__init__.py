@@ -67,6 +67,12 @@ class CustomStepModel(_backend.StepMixin, keras.Model):
     #: is one optimizer over all trainable variables.
     optimizer_groups = ("model",)
 
+    def default_optimizer(self):
+        """The optimizer this model trains best with, or `None` for the caller's
+        default. `training.fit` uses it when neither an optimizer nor a learning
+        rate is given."""
+        return None
+
     def fit_step(self, data):
         raise NotImplementedError(f"{type(self).__name__} must implement fit_step(data)")
 
