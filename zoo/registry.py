@@ -151,7 +151,7 @@ def model_info(name: str) -> ModelInfo:
         family=entry.family,
         style=model_style(model),
         task=entry.task,
-        input_shape=tuple(model.input_shape[1:]),
+        input_shape=tuple(defaults["input_shape"]),
         num_classes=defaults.get("num_classes"),
         parameters=model.count_params(),
         source=entry.source,

@@ -51,7 +51,7 @@ class SimCLR(CustomStepModel):
 
         self.augmenter = keras.Sequential(
             [
-                keras.Input(shape=self.image_shape),
+                keras.Input(shape=self.image_shape, name=f"{name}_augmenter_image"),
                 keras.layers.RandomTranslation(
                     0.2, 0.2, fill_mode="constant", name=f"{name}_translate"
                 ),
@@ -72,7 +72,7 @@ class SimCLR(CustomStepModel):
         self.encoder = keras.Model(inputs, features, name=f"{name}_encoder")
         self.projection_head = keras.Sequential(
             [
-                keras.Input(shape=(width,)),
+                keras.Input(shape=(width,), name=f"{name}_head_features"),
                 keras.layers.Dense(width, activation="relu", name=f"{name}_head_hidden"),
                 keras.layers.Dense(width, name=f"{name}_head_projection"),
             ],
@@ -80,7 +80,7 @@ class SimCLR(CustomStepModel):
         )
         self.probe = keras.Sequential(
             [
-                keras.Input(shape=(width,)),
+                keras.Input(shape=(width,), name=f"{name}_probe_features"),
                 # Standardised features, no affine: the probe stays linear (as in MAE).
                 keras.layers.BatchNormalization(center=False, scale=False, name=f"{name}_probe_bn"),
                 keras.layers.Dense(num_classes, name=f"{name}_probe_logits"),
@@ -105,6 +105,10 @@ class SimCLR(CustomStepModel):
         """NT-Xent between the projections of two random augmentations."""
         view1 = self.augmenter(images, training=True)
         view2 = self.augmenter(images, training=True)
+        return self.projection_loss(view1, view2, training)
+
+    def projection_loss(self, view1, view2, training=True):
+        """NT-Xent between the projections of two given views."""
         z1 = self.projection_head(self.encoder(view1, training=training), training=training)
         z2 = self.projection_head(self.encoder(view2, training=training), training=training)
         return nt_xent(z1, z2, self.temperature)

@@ -65,10 +65,15 @@ class VAE(CustomStepModel):
         )
         return self.decoder(z, training=False)
 
-    def losses_for(self, images, training=True):
-        """`(loss, (reconstruction_loss, kl_loss))`, each a mean over the batch."""
+    def losses_for(self, images, training=True, epsilon=None):
+        """`(loss, (reconstruction_loss, kl_loss))`, each a mean over the batch.
+
+        `epsilon`, the reparameterisation noise, is drawn from the model's seed
+        generator unless given.
+        """
         z_mean, z_log_var = self.encoder(images, training=training)
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        if epsilon is None:
+            epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
         z = z_mean + ops.exp(0.5 * z_log_var) * epsilon
         reconstruction = self.decoder(z, training=training)
         pixel_losses = ops.binary_crossentropy(images, reconstruction)

@@ -7,4 +7,12 @@ TINY_KWARGS = {
     "mlp": {"input_shape": (6, 6, 1), "num_classes": 4, "hidden_units": (8, 8)},
     "simple_cnn": {"input_shape": (8, 8, 2), "num_classes": 3},
     "lenet5": {"input_shape": (12, 12, 1), "num_classes": 3},
+    "dcgan": {"input_shape": (8, 8, 1), "latent_dim": 8},
+    "wgan_gp": {"input_shape": (8, 8, 1), "latent_dim": 8, "critic_steps": 2},
+    "vae": {"input_shape": (6, 6, 1), "latent_dim": 3, "hidden_units": 16},
+    "distiller": {"input_shape": (8, 8, 1), "num_classes": 3},
+    "simclr": {"input_shape": (8, 8, 1), "num_classes": 3, "width": 8},
 }
+
+# The models with a custom training step (training.steps).
+CUSTOM_STEP_TASKS = ("generative", "distillation", "self_supervised")
