@@ -21,7 +21,9 @@ def test_unknown_model_suggests_close_names():
         zoo.ZooError, match=r"Unknown model 'simple_cn'\. Did you mean 'simple_cnn'"
     ):
         zoo.create_model("simple_cn")
-    with pytest.raises(zoo.ZooError, match="Unknown model 'xyz'. Expected one of: dcgan, distiller, lenet5"):
+    with pytest.raises(
+        zoo.ZooError, match="Unknown model 'xyz'. Expected one of: dcgan, distiller, lenet5"
+    ):
         zoo.model_info("xyz")
 
 
