@@ -1,7 +1,8 @@
 """Run by test_cross_backend.py in a subprocess per backend (KERAS_BACKEND set).
 
-python backend_worker.py save DIR   # saves every model, an input and its predictions
-python backend_worker.py load DIR   # loads what every backend saved; prints JSON
+python backend_worker.py save DIR     # every model, an input and its predictions
+python backend_worker.py load DIR     # loads what every backend saved; prints JSON
+python backend_worker.py parity DIR   # custom-step losses and gradients -> DIR/<backend>.npz
 """
 
 import json
@@ -11,9 +12,11 @@ import sys
 import keras
 import numpy as np
 from harness import sample_batch
-from tiny import TINY_KWARGS
+from keras import ops
+from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS
 
 import zoo
+from training.steps import value_and_grad
 
 
 def save(root):
@@ -22,7 +25,7 @@ def save(root):
     keras.utils.set_random_seed(0)
     for name, kwargs in TINY_KWARGS.items():
         model = zoo.create_model(name, **kwargs)
-        x, _ = sample_batch(model, zoo.model_task(name))
+        x, _ = sample_batch(kwargs["input_shape"], zoo.model_task(name), kwargs.get("num_classes"))
         model.save(folder / f"{name}.keras")
         np.savez(folder / f"{name}.npz", x=x, predictions=model.predict(x, verbose=0))
 
@@ -40,9 +43,80 @@ def load(root):
     return report
 
 
+def parity_inputs(root):
+    """Fixed weights (saved once, by whichever backend runs first) and a fixed
+    batch with its noise, so every backend computes the same function."""
+    if not (root / "inputs.npz").exists():
+        keras.utils.set_random_seed(0)
+        for name, kwargs in TINY_KWARGS.items():
+            if zoo.model_task(name) in CUSTOM_STEP_TASKS:
+                zoo.create_model(name, **kwargs).save(root / f"{name}.keras")
+        rng = np.random.default_rng(0)
+        shape = (4, 8, 8, 1)
+        np.savez(
+            root / "inputs.npz",
+            x=rng.uniform(0, 1, shape).astype("float32"),
+            y=rng.integers(0, 3, 4).astype("int32"),
+            noise=rng.normal(size=(4, 8)).astype("float32"),
+            alpha=rng.uniform(size=(4, 1, 1, 1)).astype("float32"),
+            epsilon=rng.normal(size=(4, 3)).astype("float32"),
+            view=rng.uniform(0, 1, shape).astype("float32"),
+        )
+    return dict(np.load(root / "inputs.npz"))
+
+
+def parity(root):
+    """Each model's losses and gradients on the fixed batch."""
+    i = {k: ops.convert_to_tensor(v) for k, v in parity_inputs(root).items()}
+    m = {
+        name: zoo.load_model(root / f"{name}.keras")
+        for name in ("dcgan", "wgan_gp", "vae", "distiller", "simclr")
+    }
+    dcgan, wgan, vae, distiller, simclr = m.values()
+
+    def wgan_critic():
+        loss, penalty = wgan.critic_loss(i["x"], i["noise"], i["alpha"])
+        return loss, (penalty,)
+
+    def vae_loss():
+        return vae.losses_for(i["x"][:, :6, :6], epsilon=i["epsilon"])  # (loss, (rec, kl))
+
+    def distillation():
+        loss, (student_loss, distillation_loss, _) = distiller.losses_for(i["x"], i["y"])
+        return loss, (student_loss, distillation_loss)
+
+    cases = {
+        # name: (loss function returning (loss, extras), the model it differentiates)
+        "dcgan_discriminator": (
+            lambda: (dcgan.losses_for(i["x"], i["noise"], True)[0], ()),
+            dcgan.discriminator,
+        ),
+        "dcgan_generator": (
+            lambda: (dcgan.losses_for(i["x"], i["noise"], True)[1], ()),
+            dcgan.generator,
+        ),
+        "wgan_gp_critic": (wgan_critic, wgan.discriminator),
+        "wgan_gp_generator": (lambda: (wgan.generator_loss(i["noise"]), ()), wgan.generator),
+        "vae": (vae_loss, vae),
+        "distiller": (distillation, distiller.student),
+        "simclr": (lambda: (simclr.projection_loss(i["x"], i["view"]), ()), simclr.encoder),
+    }
+    results = {}
+    for case, (fn, owner) in cases.items():
+        (loss, extras), grads = value_and_grad(fn, owner.trainable_variables, has_aux=True)
+        results[f"{case}/loss"] = ops.convert_to_numpy(loss)
+        for k, extra in enumerate(extras):
+            results[f"{case}/extra{k}"] = ops.convert_to_numpy(extra)
+        for k, grad in enumerate(grads):
+            results[f"{case}/grad{k}"] = ops.convert_to_numpy(grad)
+    np.savez(root / f"{keras.backend.backend()}.npz", **results)
+
+
 if __name__ == "__main__":
     command, root = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "save":
         save(root)
+    elif command == "parity":
+        parity(root)
     else:
         print(json.dumps({"loaded_on": keras.backend.backend(), "report": load(root)}))
