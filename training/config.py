@@ -107,10 +107,13 @@ class FitConfig:
         return cls(**options)
 
     def make_optimizer(self, recommended=None) -> keras.optimizers.Optimizer:
-        """The optimizer asked for; with neither name nor rate given, the model's
-        `recommended` one if any, else Adam at 5e-3."""
-        if self.optimizer is None and self.learning_rate is None and recommended is not None:
-            return recommended
+        """The optimizer asked for. Without a name, the model's `recommended`
+        one if any (with `learning_rate`, if given), else Adam at 5e-3."""
+        if self.optimizer is None and recommended is not None:
+            config = recommended.get_config()
+            if self.learning_rate is not None:
+                config["learning_rate"] = self.learning_rate
+            return type(recommended).from_config(config)
         name = self.optimizer or DEFAULT_OPTIMIZER
         return OPTIMIZERS[name](learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE)
 

@@ -11,6 +11,7 @@ from training import callbacks, outputs
 from training.config import FitConfig
 from training.data import Dataset, from_arrays, load_dataset
 from training.seeding import seed_everything
+from training.steps import CustomStepModel
 from zoo import ZooError
 
 # Loss and metrics per task. Zoo classifiers return logits; binary ones a
@@ -142,7 +143,7 @@ def evaluate(model_path, dataset="digits", *, batch_size=32, seed=0) -> dict[str
     _check_inputs(net, data.x_test, data.name)
     data = _match_targets(net, data)
     if not net.compiled:
-        compile_for_task(net, data.task, "adam")
+        compile_for_task(net, None if isinstance(net, CustomStepModel) else data.task, "adam")
     return _test_metrics(net, data, batch_size)
 
 
@@ -166,8 +167,9 @@ def predict(model_path, x, *, batch_size=32) -> np.ndarray:
 def compile_for_task(net, task, optimizer) -> None:
     """Compiles `net` with the loss and metrics of a `zoo.TASKS` task.
 
-    Models with a custom training step carry their own losses and metrics and
-    take only the optimizer (copied for each of their optimizer groups).
+    Models with a custom training step (`task` of `None` or one not in
+    `_OBJECTIVES`) carry their own losses and metrics and take only the
+    optimizer (copied for each of their optimizer groups).
     """
     if task not in _OBJECTIVES:
         net.compile(optimizer=optimizer)
@@ -213,6 +215,8 @@ def _dataset(dataset, config) -> Dataset:
 
 def _model(model, data, model_kwargs):
     """Returns `(model, task)`, building a zoo model for the data."""
+    if isinstance(model, CustomStepModel):
+        return model, None  # its own step holds its losses
     if isinstance(model, keras.Model):
         _check_inputs(model, data.x_train, data.name)
         return model, data.task
@@ -236,7 +240,7 @@ def _match_targets(net, data):
     Binary metrics do not squeeze: `(N,)` labels against `(N, 1)` probabilities
     broadcast to `(N, N)` and give a meaningless accuracy.
     """
-    if data.num_classes is None or net.output_shape[-1] != 1:
+    if isinstance(net, CustomStepModel) or data.num_classes is None or net.output_shape[-1] != 1:
         return data
     column = {
         split: getattr(data, split).reshape(-1, 1).astype("float32")

@@ -94,12 +94,8 @@ class Distiller(CustomStepModel):
 
     def evaluate_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self._log(labels, *self._flat(self.losses_for(images, labels, training=False)))
-
-    @staticmethod
-    def _flat(result):
-        loss, parts = result
-        return (loss, *parts)
+        loss, parts = self.losses_for(images, labels, training=False)
+        return self._log(labels, loss, *parts)
 
     def _log(self, labels, loss, student_loss, distillation_loss, student_logits):
         self.loss_tracker.update_state(loss)

@@ -18,8 +18,10 @@ def nt_xent(z1, z2, temperature):
     n = ops.shape(z1)[0]
     z = ops.normalize(ops.concatenate([z1, z2], axis=0), axis=1)
     similarity = ops.matmul(z, ops.transpose(z)) / temperature
-    # An embedding is not its own negative.
-    similarity = similarity - 1e9 * ops.eye(2 * n, dtype=similarity.dtype)
+    # An embedding is not its own negative. (A large finite value: 1e9 would be
+    # inf in float16, and inf * 0 is NaN.)
+    self_pairs = ops.eye(2 * n, dtype="bool")
+    similarity = ops.where(self_pairs, ops.full_like(similarity, -1e4), similarity)
     positives = ops.concatenate([ops.arange(n, 2 * n), ops.arange(0, n)], axis=0)
     return ops.mean(
         keras.losses.sparse_categorical_crossentropy(positives, similarity, from_logits=True)

@@ -13,17 +13,20 @@ import keras
 import numpy as np
 from harness import sample_batch
 from keras import ops
-from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS
+from tiny import CUSTOM_STEP_TASKS, LARGE, TINY_KWARGS
 
 import zoo
 from training.steps import value_and_grad
+
+MODELS = [name for name in TINY_KWARGS if name not in LARGE]
 
 
 def save(root):
     folder = root / keras.backend.backend()
     folder.mkdir(parents=True)
     keras.utils.set_random_seed(0)
-    for name, kwargs in TINY_KWARGS.items():
+    for name in MODELS:
+        kwargs = TINY_KWARGS[name]
         model = zoo.create_model(name, **kwargs)
         x, _ = sample_batch(kwargs["input_shape"], zoo.model_task(name), kwargs.get("num_classes"))
         model.save(folder / f"{name}.keras")
@@ -35,7 +38,7 @@ def load(root):
     report = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         report[folder.name] = {}
-        for name in TINY_KWARGS:
+        for name in MODELS:
             model = zoo.load_model(folder / f"{name}.keras")
             saved = np.load(folder / f"{name}.npz")
             predictions = model.predict(saved["x"], verbose=0)

@@ -99,3 +99,25 @@ def test_the_readme_example_trains():
     losses = namespace["history"].history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert namespace["test"]["loss"] < losses[0]
+
+
+def test_layer_losses_count_inside_value_and_grad():
+    net = keras.Sequential([keras.Input((2,)), keras.layers.ActivityRegularization(l2=1.0)])
+    x = ops.convert_to_tensor([[1.0, 1.0]])
+    dense = keras.layers.Dense(2, kernel_initializer="ones", use_bias=False)
+    model = keras.Sequential([keras.Input((2,)), dense, net])
+
+    def loss():
+        model(x)
+        return ops.sum(model.losses)
+
+    value, _ = value_and_grad(loss, dense.trainable_variables)
+    assert float(numpy(value)) == 8.0  # (1+1)^2 + (1+1)^2
+
+
+def test_a_learning_rate_callback_cannot_silently_miss_the_group():
+    group = OptimizerGroup({"a": keras.optimizers.Adam(), "b": keras.optimizers.Adam()})
+    with pytest.raises(AttributeError, match=r"group\[name\].learning_rate"):
+        group.learning_rate = 0.5
+    with pytest.raises(KeyError, match=r"optimizers \['a', 'b'\]. Received: 'c'"):
+        group["c"]

@@ -162,3 +162,16 @@ def test_an_untrained_teacher_is_trained_first_then_frozen():
     logits = keras.ops.convert_to_numpy(teacher.predict(data.x_test, verbose=0))
     assert (logits.argmax(1) == data.y_test).mean() > 0.9
     assert result.metrics["test_accuracy"] > 0.5
+
+
+def test_a_saved_custom_step_model_evaluates_from_its_file(tmp_path):
+    result = training.fit("vae", "digits", epochs=1, output_dir=str(tmp_path), verbose=0)
+    metrics = training.evaluate(tmp_path / "model.keras", "digits")
+    assert set(metrics) == set(result.metrics) and np.isfinite(list(metrics.values())).all()
+
+
+def test_a_learning_rate_alone_keeps_the_model_recipe():
+    result = training.fit("dcgan", "digits", epochs=1, learning_rate=2e-4, verbose=0)
+    for optimizer in result.model.optimizer.members.values():
+        assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(2e-4)
+        assert optimizer.beta_1 == 0.5

@@ -82,16 +82,21 @@ class CustomStepModel(_backend.StepMixin, keras.Model):
     def compile(self, optimizer="adam", **kwargs):
         if not isinstance(optimizer, OptimizerGroup):
             optimizer = OptimizerGroup(self._optimizers_per_group(optimizer))
+        expected = sorted(self._group_variables())
+        if sorted(optimizer.members) != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects optimizers named {expected}. "
+                f"Received: {sorted(optimizer.members)}"
+            )
         optimizer.assign_variables(self._group_variables)
+        # The step applies gradients itself; Keras' automatic loss scaling would
+        # wrap the group in a LossScaleOptimizer that the step cannot index.
+        kwargs.setdefault("auto_scale_loss", False)
         super().compile(optimizer=optimizer, **kwargs)
 
-    def get_compile_config(self):
-        if self.compiled:
-            return {"optimizer": keras.optimizers.serialize(self.optimizer)}
-        return None
-
     def compile_from_config(self, config):
-        self.compile(optimizer=keras.optimizers.deserialize(config["optimizer"]))
+        # Keras skips this for models that override compile; the body is its own.
+        self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
@@ -101,7 +106,7 @@ class CustomStepModel(_backend.StepMixin, keras.Model):
 
     def _group_variables(self):
         groups = self.optimizer_groups
-        if tuple(groups) == ("model",):
+        if isinstance(groups, (tuple, list)) and tuple(groups) == ("model",):
             return {"model": self.trainable_variables}
         if not isinstance(groups, dict):
             groups = {name: (name,) for name in groups}

@@ -41,7 +41,7 @@ def _run_stateless(step, groups, state):
         for variables, values in zip(groups, state, strict=True)
         for variable, value in zip(variables, values, strict=True)
     ]
-    with StatelessScope(state_mapping=mapping) as scope:
+    with StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
         logs = step()
     new_state = tuple(
         [scope.get_current_value(variable) for variable in variables] for variables in groups
@@ -54,7 +54,8 @@ class _RecordingScope(StatelessScope):
     which variables `fn` assigns (BatchNorm statistics, seeds, metrics)."""
 
     def __init__(self, values):
-        super().__init__()
+        # collect_losses: layers' add_loss (activity regularizers) still count.
+        super().__init__(collect_losses=True)
         self.state_mapping = values
         self.assigned = {}
 

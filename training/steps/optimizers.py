@@ -29,7 +29,34 @@ class OptimizerGroup(keras.optimizers.Optimizer):
         self._variables_per_group = None
 
     def __getitem__(self, name):
+        if name not in self._members:
+            raise KeyError(
+                f"This OptimizerGroup has optimizers {list(self._members)}. Received: {name!r}"
+            )
         return self._members[name]
+
+    # One learning rate does not describe several optimizers; as Keras'
+    # MultiOptimizer, refuse rather than let a callback change nothing.
+    @property
+    def learning_rate(self):
+        raise AttributeError(
+            "An OptimizerGroup has no single learning rate; use "
+            f"group[name].learning_rate with name in {list(self._members)}"
+        )
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if hasattr(self, "_members"):  # the base constructor sets it first
+            raise AttributeError(
+                "An OptimizerGroup has no single learning rate; set "
+                f"group[name].learning_rate with name in {list(self._members)}"
+            )
+
+    def finalize_variable_values(self, var_list):
+        # EMA members swap in their averages at the end of fit.
+        owned = self._variables_per_group() if self._variables_per_group else {}
+        for name, optimizer in self._members.items():
+            optimizer.finalize_variable_values(owned.get(name, var_list))
 
     @property
     def members(self):
