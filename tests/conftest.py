@@ -1,17 +1,27 @@
 import importlib.util
 
 import pytest
+from tiny import LARGE
 
 from training.backends import BACKENDS
 
 MISSING = [name for name in BACKENDS if importlib.util.find_spec(name) is None]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-large", action="store_true", help=f"also test the large models: {', '.join(LARGE)}"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     # Cross-backend tests need every framework; per-backend sessions have one.
-    if not MISSING:
-        return
-    skip = pytest.mark.skip(reason=f"needs every backend; missing {', '.join(MISSING)}")
+    missing = pytest.mark.skip(reason=f"needs every backend; missing {', '.join(MISSING)}")
+    large = pytest.mark.skip(reason="a large model: run with --run-large")
     for item in items:
-        if "cross_backend" in item.keywords:
-            item.add_marker(skip)
+        if MISSING and "cross_backend" in item.keywords:
+            item.add_marker(missing)
+        params = getattr(item, "callspec", None)
+        is_large = "large" in item.keywords or (params and params.params.get("name") in LARGE)
+        if is_large and not config.getoption("--run-large"):
+            item.add_marker(large)

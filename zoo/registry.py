@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import math
 from collections.abc import Callable, Iterable
 
 import keras
@@ -37,7 +38,12 @@ class _Entry:
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """What the zoo knows about a model, as built with its defaults."""
+    """What the zoo knows about a model, as built with its defaults.
+
+    `parameters` counts trainable weights, as torch and timm count them;
+    `non_trainable_parameters` counts the rest (BatchNorm statistics, frozen
+    sub-models), which torch keeps as buffers.
+    """
 
     name: str
     family: str
@@ -46,6 +52,7 @@ class ModelInfo:
     input_shape: tuple[int, ...]
     num_classes: int | None
     parameters: int
+    non_trainable_parameters: int
     source: str
     paper: str | None
     description: str
@@ -153,12 +160,17 @@ def model_info(name: str) -> ModelInfo:
         task=entry.task,
         input_shape=tuple(defaults["input_shape"]),
         num_classes=defaults.get("num_classes"),
-        parameters=model.count_params(),
+        parameters=_count(model.trainable_weights),
+        non_trainable_parameters=_count(model.non_trainable_weights),
         source=entry.source,
         paper=entry.paper,
         description=doc.split("\n", 1)[0],
         defaults=defaults,
     )
+
+
+def _count(weights):
+    return sum(math.prod(w.shape) for w in weights)
 
 
 def model_task(name: str) -> str:

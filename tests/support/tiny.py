@@ -12,7 +12,13 @@ TINY_KWARGS = {
     "vae": {"input_shape": (6, 6, 1), "latent_dim": 3, "hidden_units": 16},
     "distiller": {"input_shape": (8, 8, 1), "num_classes": 3},
     "simclr": {"input_shape": (8, 8, 1), "num_classes": 3, "width": 8},
+    "resnet18": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
+    "resnet34": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
+    "resnet50": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
 }
+
+# Models too large for the default matrix: their tests run with --run-large.
+LARGE = ("resnet34", "resnet50")
 
 # The models with a custom training step (training.steps).
 CUSTOM_STEP_TASKS = ("generative", "distillation", "self_supervised")

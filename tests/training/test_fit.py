@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from tiny import CUSTOM_STEP_TASKS
 
 import training
 import zoo
@@ -89,10 +90,21 @@ def test_same_seed_same_weights_other_seed_other_weights():
     assert not all(np.array_equal(x, z) for x, z in zip(a, c, strict=True))
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize(
+    "name",
+    # Training a ResNet for 3 epochs takes minutes on 2 CPU cores.
+    [
+        pytest.param(n, marks=pytest.mark.large) if "resnet" in n else n
+        for n in zoo.list_models()
+        # Custom-step models: tests/zoo/test_custom_step_models.py.
+        if zoo.model_task(n) not in CUSTOM_STEP_TASKS
+    ],
+)
 def test_every_model_trains_through_fit(name):
     dataset = DATASET_FOR_TASK[zoo.model_task(name)]
-    result = training.fit(name, dataset, epochs=3, verbose=0)
+    # digits are 8x8: models with an ImageNet stem take their small-input one.
+    model_kwargs = {"stem": "small"} if "stem" in zoo.model_info(name).defaults else {}
+    result = training.fit(name, dataset, epochs=3, model_kwargs=model_kwargs, verbose=0)
     losses = result.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert np.isfinite(list(result.metrics.values())).all()
