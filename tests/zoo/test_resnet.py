@@ -5,12 +5,13 @@ from zoo.resnet import feature_maps
 
 
 @pytest.mark.parametrize(
-    "name, parameters",
+    "model_name, parameters",
     # torchvision's sum(p.numel() for p in model.parameters()) at 1000 classes.
     [("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032)],
 )
-def test_parameter_counts_are_torchvision_s(name, parameters):
-    assert zoo.model_info(name).parameters == parameters
+def test_parameter_counts_are_torchvision_s(model_name, parameters):
+    # Building is quick even for the large variants; only training them is not.
+    assert zoo.model_info(model_name).parameters == parameters
 
 
 def test_layer_names_follow_torchvision_module_names():
