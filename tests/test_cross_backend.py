@@ -66,3 +66,24 @@ def test_custom_step_losses_and_gradients_agree_across_backends(tmp_path):
             np.testing.assert_allclose(
                 results[key], expected, rtol=1e-4, atol=atol, err_msg=f"{key} on {backend}"
             )
+
+
+def test_torchvision_resnets_port_with_the_same_logits(tmp_path):
+    """A randomised torch ResNet (weights and BatchNorm statistics), saved as a
+    torchvision state_dict, gives the same logits in the zoo ResNet on every
+    backend and in both data formats."""
+    run("torch", str(WORKER), "torchvision-reference", str(tmp_path))
+    reference = np.load(tmp_path / "reference.npz")
+    for backend in BACKENDS:
+        for data_format in ("channels_last", "channels_first"):
+            run(backend, str(WORKER), "torchvision-port", str(tmp_path), data_format)
+            ported = np.load(tmp_path / f"{backend}_{data_format}.npz")
+            for key, logits in ported.items():
+                expected = reference[key.split("_")[0]]
+                np.testing.assert_allclose(
+                    logits,
+                    expected,
+                    rtol=1e-4,
+                    atol=1e-4 * float(np.abs(expected).max()),
+                    err_msg=f"{key} on {backend}, {data_format}",
+                )

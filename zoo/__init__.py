@@ -7,7 +7,7 @@
 """
 
 # Importing a family registers its models.
-from zoo import cnn, distillation, gan, linear, mlp, resnet, simclr, vae  # noqa: F401
+from zoo import cnn, convert, distillation, gan, linear, mlp, resnet, simclr, vae  # noqa: F401
 from zoo.errors import ZooError
 from zoo.registry import (
     TASKS,

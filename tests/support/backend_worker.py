@@ -115,11 +115,52 @@ def parity(root):
     np.savez(root / f"{keras.backend.backend()}.npz", **results)
 
 
+PORTED = ("resnet18", "resnet50")
+
+
+def torchvision_reference(root):
+    """Randomised reference ResNets saved as torchvision files (.pth and
+    .safetensors), with their logits for one input."""
+    import torch
+    from safetensors.numpy import save_file
+    from torch_resnet import randomised
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype("float32")
+    logits = {}
+    for name in PORTED:
+        model = randomised(name, num_classes=10)
+        torch.save(model.state_dict(), root / f"{name}.pth")
+        save_file(
+            {k: v.numpy() for k, v in model.state_dict().items()}, str(root / f"{name}.safetensors")
+        )
+        with torch.no_grad():
+            logits[name] = model(torch.from_numpy(x)).numpy()
+    np.savez(root / "reference.npz", x=x, **logits)
+
+
+def torchvision_port(root, data_format):
+    """Each reference ported into the zoo ResNet, from both file kinds."""
+    keras.config.set_image_data_format(data_format)
+    reference = np.load(root / "reference.npz")
+    x = reference["x"] if data_format == "channels_first" else reference["x"].transpose(0, 2, 3, 1)
+    results = {}
+    for name in PORTED:
+        for suffix in ("pth", "safetensors"):
+            model = zoo.create_model(name, input_shape=x.shape[1:], num_classes=10)
+            zoo.convert.from_torchvision(model, root / f"{name}.{suffix}")
+            results[f"{name}_{suffix}"] = ops.convert_to_numpy(model(x, training=False))
+    np.savez(root / f"{keras.backend.backend()}_{data_format}.npz", **results)
+
+
 if __name__ == "__main__":
     command, root = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "save":
         save(root)
     elif command == "parity":
         parity(root)
+    elif command == "torchvision-reference":
+        torchvision_reference(root)
+    elif command == "torchvision-port":
+        torchvision_port(root, sys.argv[3])
     else:
         print(json.dumps({"loaded_on": keras.backend.backend(), "report": load(root)}))

@@ -1,0 +1,183 @@
+"""Weights from PyTorch checkpoints, read without importing torch.
+
+`torch.save` writes a zip of raw tensor bytes and a pickle describing them. A
+pickle can name any Python callable, so the reader here is an unpickler that
+admits only what a state_dict of tensors needs (an `OrderedDict`, torch's tensor
+rebuild function and its storage types) and refuses anything else, as
+`torch.load(..., weights_only=True)` does. `.safetensors` files hold no code.
+"""
+
+import collections
+import os
+import pickle
+import zipfile
+
+import keras
+import numpy as np
+
+from zoo.errors import ZooError
+
+_STORAGE_DTYPES = {
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+}
+
+
+class _Storage:
+    def __init__(self, name):
+        self.dtype = np.dtype(_STORAGE_DTYPES[name])
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+    if not size:
+        return storage[offset].copy()
+    strides = [s * storage.dtype.itemsize for s in stride]
+    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides).copy()
+
+
+def _rebuild_parameter(data, *unused):
+    return data
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    def __init__(self, archive, prefix, path):
+        super().__init__(archive.open(f"{prefix}data.pkl"))
+        self.archive, self.prefix, self.path = archive, prefix, path
+
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _Storage(name)
+        raise ZooError(
+            f"Refusing {self.path!r}: its pickle asks for {module}.{name}, which a "
+            "state_dict of tensors never needs. Expected torch.save(model.state_dict())"
+        )
+
+    def persistent_load(self, pid):
+        kind, storage, key, _, numel = pid
+        if kind != "storage" or not isinstance(storage, _Storage):
+            raise ZooError(f"Refusing {self.path!r}: unexpected persistent id {pid!r}")
+        data = self.archive.read(f"{self.prefix}data/{key}")
+        return np.frombuffer(data, dtype=storage.dtype, count=numel)
+
+
+def load_state_dict(path) -> dict[str, np.ndarray]:
+    """Reads a PyTorch state_dict as NumPy arrays, without torch.
+
+    Args:
+        path: a `torch.save(model.state_dict(), path)` file, or a `.safetensors`
+            file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ZooError(f"No weights file at {path!r}")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return dict(load_file(path))
+    if not zipfile.is_zipfile(path):
+        raise ZooError(
+            "Expected a torch.save zip file or a .safetensors file. "
+            f"Received: {path!r}, which is neither"
+        )
+    with zipfile.ZipFile(path) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise ZooError(f"Expected one data.pkl in a torch.save file. Received: {path!r}")
+        prefix = pickles[0][: -len("data.pkl")]
+        state = _StateDictUnpickler(archive, prefix, path).load()
+    if not isinstance(state, dict):
+        raise ZooError(f"Expected a state_dict in {path!r}. Received: {type(state).__name__}")
+    return dict(state)
+
+
+def _torch_name(model, layer):
+    return layer.name[len(model.name) + 1 :].replace("_", ".")
+
+
+def _layer_arrays(layer, state, key):
+    """The arrays for one Keras layer from torch's `key.*` entries, in the
+    order of `layer.weights`, in Keras layout."""
+    if isinstance(layer, keras.layers.Conv2D):
+        # torch: (out, in, h, w); Keras, in either data format: (h, w, in, out).
+        arrays = [state[f"{key}.weight"].transpose(2, 3, 1, 0)]
+        return arrays + ([state[f"{key}.bias"]] if layer.use_bias else [])
+    if isinstance(layer, keras.layers.Dense):
+        return [state[f"{key}.weight"].T, state[f"{key}.bias"]]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        names = ("weight", "bias", "running_mean", "running_var")
+        return [state[f"{key}.{n}"] for n in names]
+    raise ZooError(f"No torchvision mapping for layer {layer.name!r} ({type(layer).__name__})")
+
+
+def from_torchvision(model, path) -> keras.Model:
+    """Loads torchvision ResNet weights into a zoo ResNet, in place.
+
+    Keras layer `{model.name}_layer1_0_conv1` takes torchvision's
+    `layer1.0.conv1`; convolution kernels are transposed to Keras' layout and
+    BatchNorm statistics carried over. Every array is checked before any is
+    assigned, so on an error the model is unchanged.
+
+    Args:
+        model: a zoo ResNet (`zoo.create_model("resnet50", ...)`); headless
+            models ignore the `fc` weights.
+        path: a torchvision state_dict saved with `torch.save`, or `.safetensors`.
+
+    Returns:
+        `model`, for chaining.
+
+    Example:
+
+    >>> model = zoo.convert.from_torchvision(zoo.create_model("resnet50"), "resnet50.pth")
+    """
+    path = os.fspath(path)
+    state = load_state_dict(path)
+    layers = [layer for layer in model.layers if layer.weights]
+    used, assignments = set(), []
+    for layer in layers:
+        key = _torch_name(model, layer)
+        try:
+            arrays = _layer_arrays(layer, state, key)
+        except KeyError as missing:
+            raise ZooError(
+                f"{path!r} has no {missing.args[0]!r}, which {model.name} needs. "
+                "Expected a torchvision state_dict of the same architecture"
+            ) from None
+        for variable, array in zip(layer.weights, arrays, strict=True):
+            if tuple(variable.shape) != array.shape:
+                raise ZooError(
+                    f"{key}: {model.name} expects shape {tuple(variable.shape)} (Keras "
+                    f"layout). Received: {array.shape} from {path!r}"
+                )
+            assignments.append((variable, array))
+        used |= {k for k in state if k.startswith(f"{key}.")}
+    headless = not any(_torch_name(model, layer) == "fc" for layer in layers)
+    unused = sorted(
+        k
+        for k in set(state) - used
+        if not k.endswith("num_batches_tracked") and not (headless and k.startswith("fc."))
+    )
+    if unused:
+        raise ZooError(
+            f"{path!r} holds weights {model.name} has no place for: "
+            f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}. "
+            "Expected a torchvision state_dict of the same architecture"
+        )
+    for variable, array in assignments:
+        variable.assign(array.astype(variable.dtype))
+    return model
