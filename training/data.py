@@ -2,8 +2,9 @@
 
 `digits` (scikit-learn's bundled 8x8 handwritten digits) is the default: real
 data that needs no network. `mnist`, `fashion_mnist` and `cifar10` come from
-`keras.datasets`, downloaded into the Keras cache on first use. `linear` and
-`blobs` are synthetic.
+`keras.datasets`, downloaded into the Keras cache on first use. `linear`,
+`blobs`, `sequence_order` (token sequences, labels decided by order) and
+`arithmetic` (next-token prediction) are synthetic.
 """
 
 import dataclasses
@@ -131,19 +132,26 @@ def _checked_arrays(x, y, name):
         )
     if x.dtype.kind not in "biuf":
         raise ZooError(f"Expected numeric inputs. Received: {name} of dtype {x.dtype}")
+    if x.dtype.kind in "biu" and x.ndim == 2:
+        # Integer sequences are tokens, kept as integers for Embedding layers.
+        return x.astype("int32"), _checked_targets(y, name)
     x = x.astype("float32")
     if not np.isfinite(x).all():
         raise ZooError(
             f"Expected finite inputs. Received: {name} with "
             f"{int((~np.isfinite(x)).sum())} NaN or infinite values"
         )
-    if y.dtype.kind in "biu":
-        y = y.reshape(len(y)).astype("int32")
-        if y.min() < 0:
-            raise ZooError(f"Expected class labels >= 0. Received: {name} label {y.min()}")
-    else:
-        y = y.astype("float32")
-    return x, y
+    return x, _checked_targets(y, name)
+
+
+def _checked_targets(y, name):
+    if y.dtype.kind not in "biu":
+        return y.astype("float32")
+    # Labels are one per sample ((N,) or (N, 1)), or one per position (N, T).
+    y = y.reshape(len(y)) if y.ndim == 1 or y.shape[1:] == (1,) else y
+    if y.min() < 0:
+        raise ZooError(f"Expected class labels >= 0. Received: {name} label {y.min()}")
+    return y.astype("int32")
 
 
 def _split(x, y, fraction, num_classes, seed, name):
@@ -155,8 +163,8 @@ def _split(x, y, fraction, num_classes, seed, name):
         )
     # Stratify where every class can appear on both sides, so small splits
     # still hold every class.
-    counts = np.bincount(y) if num_classes else np.array([])
-    stratify = y if num_classes and counts[counts > 0].min() >= 2 and size >= num_classes else None
+    counts = np.bincount(y) if num_classes and y.ndim == 1 else np.array([])
+    stratify = y if counts.size and counts[counts > 0].min() >= 2 and size >= num_classes else None
     return train_test_split(x, y, test_size=size, random_state=seed, stratify=stratify)
 
 
@@ -231,6 +239,27 @@ def _keras_home():
     return home if os.access(home, os.W_OK) else os.path.join("/tmp", ".keras")
 
 
+def _sequence_order(seed, length=32, vocab_size=64, n=2000):
+    """Random tokens holding markers 0 and 1 once each; the label says whether 0
+    comes first. Both classes have the same tokens, so only order tells them apart."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(2, vocab_size, size=(n, length))
+    first, second = (rng.permuted(np.tile(np.arange(length), (n, 1)), axis=1)[:, :2]).T
+    rows = np.arange(n)
+    x[rows, first], x[rows, second] = 0, 1
+    return x, (first < second).astype("int32"), None
+
+
+def _arithmetic(seed, length=32, vocab_size=64, n=2000):
+    """Arithmetic progressions mod `vocab_size` with a random start and a step
+    of 1 to 4, for next-token prediction: each target is the next token."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, vocab_size, size=(n, 1))
+    step = rng.integers(1, 5, size=(n, 1))
+    tokens = (start + step * np.arange(length + 1)) % vocab_size
+    return tokens[:, :-1], tokens[:, 1:], None
+
+
 DATASETS = {
     "digits": _digits,
     "mnist": _keras_dataset("mnist", "mnist.npz", _load_mnist),
@@ -246,4 +275,6 @@ DATASETS = {
     ),
     "linear": _linear,
     "blobs": _blobs,
+    "sequence_order": _sequence_order,
+    "arithmetic": _arithmetic,
 }

@@ -30,6 +30,7 @@ _OBJECTIVES = {
         [keras.metrics.MeanAbsoluteError(name="mae")],
     ),
 }
+_OBJECTIVES["language_modeling"] = _OBJECTIVES["classification"]  # per position
 
 
 def _labelled(data):
@@ -41,6 +42,10 @@ _DATA_FOR_TASK = {
     "classification": ("integer class labels", _labelled),
     "binary_classification": ("labels 0 and 1", lambda d: _labelled(d) and d.num_classes <= 2),
     "regression": ("float targets", lambda d: not _labelled(d)),
+    "language_modeling": (
+        "a next-token target at every position",
+        lambda d: _labelled(d) and d.y_train.ndim == 2,
+    ),
     "generative": ("images (labels are ignored)", lambda d: True),
     "distillation": ("integer class labels", _labelled),
     "self_supervised": ("integer class labels for its linear probe", _labelled),
@@ -231,6 +236,11 @@ def _model(model, data, model_kwargs):
     kwargs = {"input_shape": data.input_shape, **model_kwargs}
     if task in ("classification", "distillation", "self_supervised"):
         kwargs.setdefault("num_classes", data.num_classes)
+    if "vocab_size" in zoo.model_arguments(model):
+        tokens = (data.x_train, data.x_val, data.x_test) + (
+            (data.y_train,) if task == "language_modeling" else ()
+        )
+        kwargs.setdefault("vocab_size", int(max(t.max() for t in tokens)) + 1)
     return zoo.create_model(model, **kwargs), task
 
 

@@ -7,13 +7,14 @@
 """
 
 # Importing a family registers its models.
-from zoo import cnn, convert, distillation, gan, linear, mlp, resnet, simclr, vae  # noqa: F401
+from zoo import cnn, convert, distillation, gan, linear, mlp, resnet, simclr, text, vae  # noqa: F401
 from zoo.errors import ZooError
 from zoo.registry import (
     TASKS,
     ModelInfo,
     create_model,
     list_models,
+    model_arguments,
     model_info,
     model_style,
     model_task,
@@ -28,6 +29,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_model",
+    "model_arguments",
     "model_info",
     "model_style",
     "model_task",

@@ -14,7 +14,7 @@ def shape(input_shape, *, model, rank=None):
     except (TypeError, ValueError):
         valid = False
     if not valid or not dims or (rank is not None and len(dims) != rank):
-        expected = f"{rank} positive ints" if rank else "a tuple of positive ints"
+        expected = f"{rank} positive int{'s' * (rank > 1)}" if rank else "a tuple of positive ints"
         raise ZooError(
             f"{model} expects input_shape to be {expected}. Received: input_shape={input_shape!r}"
         )

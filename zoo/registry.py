@@ -20,6 +20,8 @@ TASKS = (
     "classification",
     "binary_classification",
     "regression",
+    # Next-token prediction: logits at every position of a token sequence.
+    "language_modeling",
     # Subclassed models with a custom training step (training.steps):
     "generative",
     "distillation",
@@ -149,9 +151,7 @@ def model_info(name: str) -> ModelInfo:
     """Returns the metadata of a registered model, building it with its defaults."""
     entry = _entry(name)
     model = entry.builder()
-    defaults = {
-        key: param.default for key, param in inspect.signature(entry.builder).parameters.items()
-    }
+    defaults = model_arguments(name)
     doc = inspect.getdoc(entry.builder) or ""
     return ModelInfo(
         name=name,
@@ -171,6 +171,14 @@ def model_info(name: str) -> ModelInfo:
 
 def _count(weights):
     return sum(math.prod(w.shape) for w in weights)
+
+
+def model_arguments(name: str) -> dict:
+    """The builder's arguments and their defaults, without building the model."""
+    return {
+        key: param.default
+        for key, param in inspect.signature(_entry(name).builder).parameters.items()
+    }
 
 
 def model_task(name: str) -> str:

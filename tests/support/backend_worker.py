@@ -28,7 +28,12 @@ def save(root):
     for name in MODELS:
         kwargs = TINY_KWARGS[name]
         model = zoo.create_model(name, **kwargs)
-        x, _ = sample_batch(kwargs["input_shape"], zoo.model_task(name), kwargs.get("num_classes"))
+        x, _ = sample_batch(
+            kwargs["input_shape"],
+            zoo.model_task(name),
+            kwargs.get("num_classes"),
+            kwargs.get("vocab_size"),
+        )
         model.save(folder / f"{name}.keras")
         np.savez(folder / f"{name}.npz", x=x, predictions=model.predict(x, verbose=0))
 
