@@ -5,8 +5,6 @@ import os
 
 import keras
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from training import outputs
 from zoo import ZooError
@@ -71,12 +69,10 @@ class SampleGrid(keras.callbacks.Callback):
         )
         if keras.config.image_data_format() == "channels_first":
             images = np.moveaxis(images, 1, -1)
-        figure = Figure(figsize=(self.cols, self.rows))
-        FigureCanvasAgg(figure)
+        figure = outputs.new_figure(figsize=(self.cols, self.rows))
         for ax, image in zip(figure.subplots(self.rows, self.cols).ravel(), images, strict=True):
             ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
             ax.axis("off")
         figure.suptitle(f"{self.model.name}, epoch {epoch + 1}")
         path = os.path.join(self.output_dir, f"samples_epoch_{epoch + 1:03d}.png")
-        with outputs.atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png", dpi=80)
+        outputs.save_png(figure, path, dpi=80)

@@ -65,8 +65,7 @@ def save_model(model, path) -> None:
 def plot_history(history: dict, path, *, title: str) -> None:
     """Plots each metric's train and validation curve per epoch into one PNG."""
     metrics = [name for name in history if not name.startswith("val_")]
-    figure = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(figsize=(5 * len(metrics), 4), layout="constrained")
     figure.suptitle(title)
     for ax, name in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
         epochs = range(1, len(history[name]) + 1)
@@ -76,5 +75,16 @@ def plot_history(history: dict, path, *, title: str) -> None:
         ax.set(xlabel="epoch", ylabel=name, title=name)
         ax.grid(alpha=0.3)
         ax.legend()
+    save_png(figure, path, dpi=100)
+
+
+def new_figure(**kwargs) -> Figure:
+    """A matplotlib Figure on the Agg canvas: no pyplot, no global state."""
+    figure = Figure(**kwargs)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_png(figure, path, *, dpi) -> None:
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
+        figure.savefig(tmp, format="png", dpi=dpi)

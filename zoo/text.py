@@ -68,6 +68,27 @@ def apply_transformer_block(x, num_heads, ff_dim, causal, dropout, name):
     return keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm2")(x)
 
 
+def apply_transformer_stack(
+    tokens,
+    sequence_length,
+    vocab_size,
+    embed_dim,
+    num_heads,
+    ff_dim,
+    num_layers,
+    dropout,
+    causal,
+    name,
+):
+    """Token and position embedding followed by `num_layers` Transformer blocks."""
+    x = TokenAndPositionEmbedding(sequence_length, vocab_size, embed_dim, name=f"{name}_embedding")(
+        tokens
+    )
+    for i in range(num_layers):
+        x = apply_transformer_block(x, num_heads, ff_dim, causal, dropout, name=f"{name}_block{i}")
+    return x
+
+
 def _check_text(input_shape, vocab_size, name, **positive):
     (sequence_length,) = checks.shape(input_shape, model=name, rank=1)
     checks.positive_int(vocab_size, name="vocab_size", model=name)
@@ -149,9 +170,9 @@ def transformer_classifier(
         num_layers=num_layers,
     )
     inputs = keras.Input(shape=(length,), dtype="int32", name=f"{name}_tokens")
-    x = TokenAndPositionEmbedding(length, vocab_size, embed_dim, name=f"{name}_embedding")(inputs)
-    for i in range(num_layers):
-        x = apply_transformer_block(x, num_heads, ff_dim, False, dropout, name=f"{name}_block{i}")
+    x = apply_transformer_stack(
+        inputs, length, vocab_size, embed_dim, num_heads, ff_dim, num_layers, dropout, False, name
+    )
     x = keras.layers.GlobalAveragePooling1D(name=f"{name}_pool")(x)
     outputs = keras.layers.Dense(num_classes, name=f"{name}_logits")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -197,9 +218,9 @@ def mini_gpt(
         num_layers=num_layers,
     )
     inputs = keras.Input(shape=(None,), dtype="int32", name=f"{name}_tokens")
-    x = TokenAndPositionEmbedding(length, vocab_size, embed_dim, name=f"{name}_embedding")(inputs)
-    for i in range(num_layers):
-        x = apply_transformer_block(x, num_heads, ff_dim, True, dropout, name=f"{name}_block{i}")
+    x = apply_transformer_stack(
+        inputs, length, vocab_size, embed_dim, num_heads, ff_dim, num_layers, dropout, True, name
+    )
     outputs = keras.layers.Dense(vocab_size, name=f"{name}_logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
