@@ -1,7 +1,8 @@
 """Data sets, split deterministically into train, validation and test.
 
 `digits` (scikit-learn's bundled 8x8 handwritten digits) is the default: real
-data that needs no network. `mnist`, `fashion_mnist` and `cifar10` come from
+data that needs no network; `digits_segmentation` labels each digit's strokes
+for per-pixel classification. `mnist`, `fashion_mnist` and `cifar10` come from
 `keras.datasets`, downloaded into the Keras cache on first use. `linear`,
 `blobs`, `sequence_order` (token sequences, labels decided by order) and
 `arithmetic` (next-token prediction) are synthetic.
@@ -38,7 +39,9 @@ class Dataset:
 
     @property
     def task(self) -> str:
-        return "regression" if self.num_classes is None else "classification"
+        if self.num_classes is None:
+            return "regression"
+        return "segmentation" if self.y_train.ndim == 3 else "classification"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -147,7 +150,8 @@ def _checked_arrays(x, y, name):
 def _checked_targets(y, name):
     if y.dtype.kind not in "biu":
         return y.astype("float32")
-    # Labels are one per sample ((N,) or (N, 1)), or one per position (N, T).
+    # Labels are one per sample ((N,) or (N, 1)), per position (N, T) or per
+    # pixel (N, H, W).
     y = y.reshape(len(y)) if y.ndim == 1 or y.shape[1:] == (1,) else y
     if y.min() < 0:
         raise ZooError(f"Expected class labels >= 0. Received: {name} label {y.min()}")
@@ -181,6 +185,16 @@ def _images(x, scale):
 def _digits(seed):
     digits = sk_datasets.load_digits()
     return _images(digits.images, 16.0), digits.target, None
+
+
+def _digits_segmentation(seed):
+    """Each digit's strokes (pixels at least half on) labelled with the digit's
+    class plus one; the background is 0. A model must both find the strokes and
+    recognise the digit."""
+    x, y, _ = _digits(seed)
+    channels = x[..., 0] if keras.config.image_data_format() == "channels_last" else x[:, 0]
+    masks = np.where(channels >= 0.5, y[:, None, None] + 1, 0)
+    return x, masks.astype("int32"), None
 
 
 def _linear(seed):
@@ -262,6 +276,7 @@ def _arithmetic(seed, length=32, vocab_size=64, n=2000):
 
 DATASETS = {
     "digits": _digits,
+    "digits_segmentation": _digits_segmentation,
     "mnist": _keras_dataset("mnist", "mnist.npz", _load_mnist),
     "fashion_mnist": _keras_dataset(
         "fashion_mnist",

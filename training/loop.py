@@ -14,23 +14,40 @@ from training.seeding import seed_everything
 from training.steps import CustomStepModel
 from zoo import ZooError
 
-# Loss and metrics per task. Zoo classifiers return logits; binary ones a
-# probability.
+# Loss and metrics per task, for a model `net`. Zoo classifiers return logits;
+# binary ones a probability.
 _OBJECTIVES = {
-    "classification": lambda: (
+    "classification": lambda net: (
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     ),
-    "binary_classification": lambda: (
+    "binary_classification": lambda net: (
         keras.losses.BinaryCrossentropy(),
         [keras.metrics.BinaryAccuracy(name="accuracy")],
     ),
-    "regression": lambda: (
+    "regression": lambda net: (
         keras.losses.MeanSquaredError(),
         [keras.metrics.MeanAbsoluteError(name="mae")],
     ),
+    "segmentation": lambda net: _segmentation_objective(net),
 }
 _OBJECTIVES["language_modeling"] = _OBJECTIVES["classification"]  # per position
+
+
+def _segmentation_objective(net):
+    """Per-pixel cross-entropy and mean IoU over the logits' channel axis."""
+    axis = -1 if keras.config.image_data_format() == "channels_last" else 1
+    return (
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True, axis=axis),
+        [
+            keras.metrics.MeanIoU(
+                num_classes=net.output_shape[axis],
+                sparse_y_pred=False,
+                axis=axis,
+                name="mean_iou",
+            )
+        ],
+    )
 
 
 def _labelled(data):
@@ -46,6 +63,7 @@ _DATA_FOR_TASK = {
         "a next-token target at every position",
         lambda d: _labelled(d) and d.y_train.ndim == 2,
     ),
+    "segmentation": ("a class label per pixel", lambda d: d.task == "segmentation"),
     "generative": ("images (labels are ignored)", lambda d: True),
     "distillation": ("integer class labels", _labelled),
     "self_supervised": ("integer class labels for its linear probe", _labelled),
@@ -179,7 +197,7 @@ def compile_for_task(net, task, optimizer) -> None:
     if task not in _OBJECTIVES:
         net.compile(optimizer=optimizer)
         return
-    loss, metrics = _OBJECTIVES[task]()
+    loss, metrics = _OBJECTIVES[task](net)
     net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
@@ -234,7 +252,7 @@ def _model(model, data, model_kwargs):
             f"Received: data set {data.name!r} with {received}"
         )
     kwargs = {"input_shape": data.input_shape, **model_kwargs}
-    if task in ("classification", "distillation", "self_supervised"):
+    if task in ("classification", "segmentation", "distillation", "self_supervised"):
         kwargs.setdefault("num_classes", data.num_classes)
     if "vocab_size" in zoo.model_arguments(model):
         tokens = (data.x_train, data.x_val, data.x_test) + (
@@ -250,7 +268,11 @@ def _match_targets(net, data):
     Binary metrics do not squeeze: `(N,)` labels against `(N, 1)` probabilities
     broadcast to `(N, N)` and give a meaningless accuracy.
     """
-    if isinstance(net, CustomStepModel) or data.num_classes is None or net.output_shape[-1] != 1:
+    if (
+        isinstance(net, CustomStepModel)
+        or data.task != "classification"
+        or net.output_shape[-1] != 1
+    ):
         return data
     column = {
         split: getattr(data, split).reshape(-1, 1).astype("float32")

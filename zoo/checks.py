@@ -21,8 +21,14 @@ def shape(input_shape, *, model, rank=None):
     return dims
 
 
-def image_shape(input_shape, *, model, min_size=1):
-    """Checks an image shape in the current `image_data_format`.
+def channel_axis():
+    """The channel axis of image tensors in the current `image_data_format`."""
+    return -1 if keras.config.image_data_format() == "channels_last" else 1
+
+
+def image_shape(input_shape, *, model, min_size=1, multiple_of=1):
+    """Checks an image shape in the current `image_data_format`: height and
+    width at least `min_size` and divisible by `multiple_of`.
 
     Returns:
         `(shape, (height, width))`.
@@ -35,6 +41,11 @@ def image_shape(input_shape, *, model, min_size=1):
         raise ZooError(
             f"{model} expects input_shape {layout} with height and width of at "
             f"least {min_size}. Received: input_shape={input_shape!r}"
+        )
+    if height % multiple_of or width % multiple_of:
+        raise ZooError(
+            f"{model} expects input_shape with height and width divisible by "
+            f"{multiple_of}. Received: input_shape={input_shape!r}"
         )
     return dims, (height, width)
 

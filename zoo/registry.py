@@ -22,6 +22,8 @@ TASKS = (
     "regression",
     # Next-token prediction: logits at every position of a token sequence.
     "language_modeling",
+    # Per-pixel class logits.
+    "segmentation",
     # Subclassed models with a custom training step (training.steps):
     "generative",
     "distillation",

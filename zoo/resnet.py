@@ -19,10 +19,6 @@ STEMS = ("imagenet", "small")
 POOLINGS = (None, "avg", "max")
 
 
-def _channel_axis():
-    return -1 if keras.config.image_data_format() == "channels_last" else 1
-
-
 def _conv_bn(x, filters, kernel_size, strides, name, bn_name, relu):
     """A bias-free convolution (torch-style symmetric padding) and BatchNorm."""
     if kernel_size > 1 and strides > 1:
@@ -34,7 +30,7 @@ def _conv_bn(x, filters, kernel_size, strides, name, bn_name, relu):
         filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name
     )(x)
     x = keras.layers.BatchNormalization(
-        axis=_channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=bn_name
+        axis=checks.channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=bn_name
     )(x)
     return keras.layers.ReLU(name=f"{bn_name}_relu")(x) if relu else x
 
@@ -44,7 +40,7 @@ def apply_basic_block(x, filters, strides, name):
     shortcut = x
     y = _conv_bn(x, filters, 3, strides, f"{name}_conv1", f"{name}_bn1", relu=True)
     y = _conv_bn(y, filters, 3, 1, f"{name}_conv2", f"{name}_bn2", relu=False)
-    if strides != 1 or x.shape[_channel_axis()] != filters:
+    if strides != 1 or x.shape[checks.channel_axis()] != filters:
         shortcut = _conv_bn(
             x, filters, 1, strides, f"{name}_downsample_0", f"{name}_downsample_1", relu=False
         )
@@ -58,7 +54,7 @@ def apply_bottleneck_block(x, filters, strides, name):
     y = _conv_bn(x, filters, 1, 1, f"{name}_conv1", f"{name}_bn1", relu=True)
     y = _conv_bn(y, filters, 3, strides, f"{name}_conv2", f"{name}_bn2", relu=True)
     y = _conv_bn(y, filters * 4, 1, 1, f"{name}_conv3", f"{name}_bn3", relu=False)
-    if strides != 1 or x.shape[_channel_axis()] != filters * 4:
+    if strides != 1 or x.shape[checks.channel_axis()] != filters * 4:
         shortcut = _conv_bn(
             x, filters * 4, 1, strides, f"{name}_downsample_0", f"{name}_downsample_1", relu=False
         )

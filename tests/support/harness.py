@@ -22,6 +22,10 @@ def sample_batch(input_shape, task, num_classes=None, vocab_size=None, seed=0):
         x = rng.uniform(0, 1, size=(BATCH, *input_shape)).astype("float32")
     if task == "language_modeling":
         y = rng.integers(0, vocab_size, size=(BATCH, *input_shape)).astype("int32")
+    elif task == "segmentation":
+        channels_last = keras.config.image_data_format() == "channels_last"
+        pixels = input_shape[:2] if channels_last else input_shape[1:]
+        y = rng.integers(0, num_classes, size=(BATCH, *pixels)).astype("int32")
     elif task == "binary_classification":
         y = np.array([0, 1, 0, 1, 1], dtype="float32").reshape(-1, 1)
     elif task == "regression":
@@ -70,6 +74,11 @@ def run_model_test(name, init_kwargs, tmp_path):
         assert predictions.shape == (BATCH, 1)
     elif task == "language_modeling":
         assert predictions.shape == (*x.shape, init_kwargs["vocab_size"])
+    elif task == "segmentation":
+        assert predictions.shape == (*y.shape, init_kwargs["num_classes"]) or (
+            keras.config.image_data_format() == "channels_first"
+            and predictions.shape == (BATCH, init_kwargs["num_classes"], *y.shape[1:])
+        )
     if task == "binary_classification":
         assert ((predictions >= 0) & (predictions <= 1)).all()
 

@@ -26,6 +26,7 @@ TINY_KWARGS = {
         "num_heads": 2,
         "ff_dim": 8,
     },
+    "unet_small": {"input_shape": (8, 8, 1), "num_classes": 3, "filters": 4, "depth": 2},
     "resnet18": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
     "resnet34": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
     "resnet50": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
