@@ -7,7 +7,19 @@
 """
 
 # Importing a family registers its models.
-from zoo import cnn, convert, distillation, gan, linear, mlp, resnet, simclr, text, vae  # noqa: F401
+from zoo import (  # noqa: F401
+    cnn,
+    convert,
+    distillation,
+    gan,
+    linear,
+    mlp,
+    mobilenet,
+    resnet,
+    simclr,
+    text,
+    vae,
+)
 from zoo.errors import ZooError
 from zoo.registry import (
     TASKS,
