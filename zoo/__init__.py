@@ -19,6 +19,7 @@ from zoo import (  # noqa: F401
     simclr,
     text,
     vae,
+    vit,
 )
 from zoo.errors import ZooError
 from zoo.registry import (
