@@ -14,11 +14,13 @@ from zoo import (  # noqa: F401
     gan,
     linear,
     mlp,
+    mobilenet,
     resnet,
     simclr,
     text,
     unet,
     vae,
+    vit,
 )
 from zoo.errors import ZooError
 from zoo.registry import (

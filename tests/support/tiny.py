@@ -30,6 +30,17 @@ TINY_KWARGS = {
     "resnet18": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
     "resnet34": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
     "resnet50": {"input_shape": (16, 16, 3), "num_classes": 3, "stem": "small"},
+    # dropout 0, so that the harness's one-step loss decrease is deterministic.
+    "mobilenet_v2": {"input_shape": (16, 16, 3), "num_classes": 3, "alpha": 0.35, "dropout": 0.0},
+    "vit_tiny": {
+        "input_shape": (16, 16, 3),
+        "num_classes": 3,
+        "patch_size": 4,
+        "embed_dim": 16,
+        "depth": 2,
+        "num_heads": 2,
+        "mlp_dim": 32,
+    },
 }
 
 # Models too large for the default matrix: their tests run with --run-large.
