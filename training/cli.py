@@ -119,16 +119,25 @@ def markdown_table(names) -> str:
     import zoo
 
     rows = [
-        "| Model | Style | Task | Default input | Parameters | Source |",
-        "|---|---|---|---|---:|---|",
+        "| Model | Style | Task | Default input | Parameters | FLOPs | Source |",
+        "|---|---|---|---|---:|---:|---|",
     ]
     for name in names:
         info = zoo.model_info(name)
+        flops = "–" if info.flops is None else _si(info.flops)
         rows.append(
             f"| `{name}` | {info.style} | {info.task.replace('_', ' ')} | "
-            f"{info.input_shape} | {info.parameters:,} | {info.paper or info.source} |"
+            f"{info.input_shape} | {info.parameters:,} | {flops} | {info.paper or info.source} |"
         )
     return "\n".join(rows)
+
+
+def _si(count):
+    """`8178368512` → `"8.18 G"`: three significant figures and an SI prefix."""
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {prefix}"
+    return str(count)
 
 
 def _model_arg(text):

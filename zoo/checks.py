@@ -21,11 +21,6 @@ def shape(input_shape, *, model, rank=None):
     return dims
 
 
-def channel_axis():
-    """The channel axis of image tensors in the current `image_data_format`."""
-    return -1 if keras.config.image_data_format() == "channels_last" else 1
-
-
 def image_shape(input_shape, *, model, min_size=1, multiple_of=1):
     """Checks an image shape in the current `image_data_format`: height and
     width at least `min_size` and divisible by `multiple_of`.

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from training.steps import CustomStepModel, value_and_grad
-from zoo import checks
+from zoo import checks, layout
 from zoo.errors import ZooError
 from zoo.registry import register_model
 
@@ -21,27 +21,27 @@ def _image_layout(input_shape, name):
             f"{name} expects image height and width divisible by 4 (two 2x "
             f"upsamplings). Received: input_shape={tuple(input_shape)!r}"
         )
-    channels_last = keras.config.image_data_format() == "channels_last"
-    return shape, (height, width), shape[-1] if channels_last else shape[0]
+    return shape, (height, width), shape[-1] if layout.channels_last() else shape[0]
 
 
 def build_generator(input_shape, latent_dim, name):
     """Noise `(latent_dim,)` → an image in [0, 1]: dense, then two 2x
     transposed convolutions, each followed by BatchNorm and ReLU."""
     _, (height, width), channels = _image_layout(input_shape, name)
-    channels_last = keras.config.image_data_format() == "channels_last"
-    start = (height // 4, width // 4, 128) if channels_last else (128, height // 4, width // 4)
+    start = (
+        (height // 4, width // 4, 128) if layout.channels_last() else (128, height // 4, width // 4)
+    )
 
     inputs = keras.Input(shape=(latent_dim,), name=f"{name}_noise")
     x = keras.layers.Dense(height * width * 8, name=f"{name}_project")(inputs)
-    x = keras.layers.Reshape(start, name=f"{name}_reshape")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn0")(x)
+    x = layout.reshape_to_image(x, start, name=name)
+    x = keras.layers.BatchNormalization(axis=layout.channel_axis(), name=f"{name}_bn0")(x)
     x = keras.layers.ReLU(name=f"{name}_relu0")(x)
     for i, filters in enumerate((64, 32), start=1):
         x = keras.layers.Conv2DTranspose(
             filters, 4, strides=2, padding="same", name=f"{name}_up{i}"
         )(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = keras.layers.BatchNormalization(axis=layout.channel_axis(), name=f"{name}_bn{i}")(x)
         x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
     outputs = keras.layers.Conv2D(
         channels, 3, padding="same", activation="sigmoid", name=f"{name}_image"

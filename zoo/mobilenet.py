@@ -9,10 +9,10 @@ Strided convolutions pad symmetrically, as torch does, through an explicit
 
 import keras
 
-from zoo import checks
+from zoo import checks, layout
 from zoo.errors import ZooError
 from zoo.registry import register_model
-from zoo.resnet import BN_EPSILON, BN_MOMENTUM, POOLINGS, _channel_axis
+from zoo.resnet import BN_EPSILON, BN_MOMENTUM, POOLINGS
 
 # torchvision's inverted_residual_setting: expansion t, channels c, repeats n, stride s.
 INVERTED_RESIDUAL_SETTING = (
@@ -38,7 +38,7 @@ def make_divisible(value, divisor=8):
 
 def _batch_norm(name):
     return keras.layers.BatchNormalization(
-        axis=_channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
+        axis=layout.channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
     )
 
 
@@ -70,7 +70,7 @@ def apply_inverted_residual(x, filters, strides, expand_ratio, name):
     """torchvision's `InvertedResidual`: a 1x1 expansion (unless `expand_ratio`
     is 1), a 3x3 depthwise convolution, a linear 1x1 projection, and a residual
     connection when the shape is unchanged."""
-    in_channels = x.shape[_channel_axis()]
+    in_channels = x.shape[layout.channel_axis()]
     y = x
     index = 0
     if expand_ratio != 1:

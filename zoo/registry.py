@@ -15,6 +15,7 @@ import keras
 from keras.src.models.functional import Functional  # no public alias in Keras 3
 
 from zoo.errors import ZooError
+from zoo.flops import count_flops
 
 TASKS = (
     "classification",
@@ -46,7 +47,9 @@ class ModelInfo:
 
     `parameters` counts trainable weights, as torch and timm count them;
     `non_trainable_parameters` counts the rest (BatchNorm statistics, frozen
-    sub-models), which torch keeps as buffers.
+    sub-models), which torch keeps as buffers. `flops` is one forward pass of
+    one sample at `input_shape` (twice the multiply-adds, see `zoo.flops`), or
+    `None` where it is not known before the model runs.
     """
 
     name: str
@@ -57,6 +60,7 @@ class ModelInfo:
     num_classes: int | None
     parameters: int
     non_trainable_parameters: int
+    flops: int | None
     source: str
     paper: str | None
     description: str
@@ -164,6 +168,7 @@ def model_info(name: str) -> ModelInfo:
         num_classes=defaults.get("num_classes"),
         parameters=_count(model.trainable_weights),
         non_trainable_parameters=_count(model.non_trainable_weights),
+        flops=count_flops(model),
         source=entry.source,
         paper=entry.paper,
         description=doc.split("\n", 1)[0],

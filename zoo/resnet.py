@@ -9,7 +9,7 @@ convolutions and the stem's max pool), the padding is an explicit
 
 import keras
 
-from zoo import checks
+from zoo import checks, layout
 from zoo.errors import ZooError
 from zoo.registry import register_model
 
@@ -30,7 +30,7 @@ def _conv_bn(x, filters, kernel_size, strides, name, bn_name, relu):
         filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name
     )(x)
     x = keras.layers.BatchNormalization(
-        axis=checks.channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=bn_name
+        axis=layout.channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=bn_name
     )(x)
     return keras.layers.ReLU(name=f"{bn_name}_relu")(x) if relu else x
 
@@ -40,7 +40,7 @@ def apply_basic_block(x, filters, strides, name):
     shortcut = x
     y = _conv_bn(x, filters, 3, strides, f"{name}_conv1", f"{name}_bn1", relu=True)
     y = _conv_bn(y, filters, 3, 1, f"{name}_conv2", f"{name}_bn2", relu=False)
-    if strides != 1 or x.shape[checks.channel_axis()] != filters:
+    if strides != 1 or x.shape[layout.channel_axis()] != filters:
         shortcut = _conv_bn(
             x, filters, 1, strides, f"{name}_downsample_0", f"{name}_downsample_1", relu=False
         )
@@ -54,7 +54,7 @@ def apply_bottleneck_block(x, filters, strides, name):
     y = _conv_bn(x, filters, 1, 1, f"{name}_conv1", f"{name}_bn1", relu=True)
     y = _conv_bn(y, filters, 3, strides, f"{name}_conv2", f"{name}_bn2", relu=True)
     y = _conv_bn(y, filters * 4, 1, 1, f"{name}_conv3", f"{name}_bn3", relu=False)
-    if strides != 1 or x.shape[checks.channel_axis()] != filters * 4:
+    if strides != 1 or x.shape[layout.channel_axis()] != filters * 4:
         shortcut = _conv_bn(
             x, filters * 4, 1, strides, f"{name}_downsample_0", f"{name}_downsample_1", relu=False
         )

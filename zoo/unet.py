@@ -9,10 +9,9 @@ has the input's size, so no cropping) and followed by BatchNorm.
 
 import keras
 
-from zoo import checks
+from zoo import checks, layout
 from zoo.registry import register_model
-
-BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default, as the other families
+from zoo.resnet import BN_EPSILON
 
 
 def apply_double_conv(x, filters, name):
@@ -22,7 +21,7 @@ def apply_double_conv(x, filters, name):
             filters, 3, padding="same", use_bias=False, name=f"{name}_conv{index}"
         )(x)
         x = keras.layers.BatchNormalization(
-            axis=checks.channel_axis(), epsilon=BN_EPSILON, name=f"{name}_bn{index}"
+            axis=layout.channel_axis(), epsilon=BN_EPSILON, name=f"{name}_bn{index}"
         )(x)
         x = keras.layers.ReLU(name=f"{name}_relu{index}")(x)
     return x
@@ -31,7 +30,7 @@ def apply_double_conv(x, filters, name):
 def apply_up_block(x, skip, filters, name):
     """Upsamples `x` 2x, concatenates the encoder's `skip` and convolves."""
     x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
-    x = keras.layers.Concatenate(axis=checks.channel_axis(), name=f"{name}_concat")([skip, x])
+    x = keras.layers.Concatenate(axis=layout.channel_axis(), name=f"{name}_concat")([skip, x])
     return apply_double_conv(x, filters, name)
 
 

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from training.steps import CustomStepModel, value_and_grad
-from zoo import checks
+from zoo import checks, layout
 from zoo.registry import register_model
 
 
@@ -40,7 +40,11 @@ class VAE(CustomStepModel):
         x = keras.layers.Dense(
             math.prod(self.image_shape), activation="sigmoid", name=f"{name}_decoder_pixels"
         )(x)
-        image = keras.layers.Reshape(self.image_shape, name=f"{name}_decoder_image")(x)
+        image = (
+            layout.reshape_to_image(x, self.image_shape, name=f"{name}_decoder_image")
+            if len(self.image_shape) == 3
+            else keras.layers.Reshape(self.image_shape, name=f"{name}_decoder_image_reshape")(x)
+        )
         self.decoder = keras.Model(latent, image, name=f"{name}_decoder")
 
         self.seed_generator = keras.random.SeedGenerator(name=f"{name}_seed")

@@ -11,7 +11,7 @@ is the exact (erf) one.
 import keras
 from keras import ops
 
-from zoo import checks
+from zoo import checks, layout
 from zoo.errors import ZooError
 from zoo.registry import register_model
 
@@ -65,7 +65,7 @@ def apply_patch_embedding(images, patch_size, embed_dim, name):
     x = keras.layers.Conv2D(
         embed_dim, patch_size, strides=patch_size, name=f"{name}_patch_embed_proj"
     )(images)
-    if keras.config.image_data_format() == "channels_last":
+    if layout.channels_last():
         _, height, width, _ = x.shape
         return keras.layers.Reshape(
             (height * width, embed_dim), name=f"{name}_patch_embed_flatten"

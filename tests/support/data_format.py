@@ -51,5 +51,7 @@ def assert_channels_first_matches(name, **kwargs):
         transposed = zoo.create_model(name, **{**kwargs, "input_shape": (channels, height, width)})
         transposed.set_weights(model.get_weights())
         outputs = transposed.predict(x.transpose(0, 3, 1, 2), verbose=0)
+    if outputs.ndim == 4:  # feature maps and segmentation logits: channels first
+        outputs = outputs.transpose(0, 2, 3, 1)
     np.testing.assert_allclose(outputs, expected, atol=1e-4)
     return transposed
