@@ -53,6 +53,7 @@ def _fit(args):
         overwrite=args.overwrite,
         tensorboard=args.tensorboard,
         model_kwargs=dict(args.model_arg),
+        freeze_backbone=args.freeze_backbone,
         verbose=args.verbose,
     )
     print(f"Wrote {output_dir}", file=sys.stderr)
@@ -203,6 +204,11 @@ def _parser():
         "--tensorboard",
         action="store_true",
         help="write TensorBoard logs to OUTPUT_DIR/tensorboard",
+    )
+    fit.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train only the model's head (its last layer with weights)",
     )
     fit.add_argument(
         "--model-arg",

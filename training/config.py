@@ -48,6 +48,9 @@ class FitConfig:
         tensorboard: also write TensorBoard logs to `output_dir/tensorboard`.
             Defaults to `False`.
         model_kwargs: extra arguments for `zoo.create_model`. Defaults to `{}`.
+        freeze_backbone: train only the head (the last layer with weights),
+            as in linear probing and the first stage of fine-tuning; frozen
+            BatchNorm layers keep their statistics. Defaults to `False`.
         verbose: Keras' verbosity: `"auto"`, `0` (silent), `1` (progress bar)
             or `2` (a line per epoch). Defaults to `"auto"`.
     """
@@ -63,6 +66,7 @@ class FitConfig:
     overwrite: bool = False
     tensorboard: bool = False
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    freeze_backbone: bool = False
     verbose: str | int = "auto"
 
     def __post_init__(self):

@@ -121,6 +121,8 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
             f"Expected batch_size at most the {len(data.x_train)} training samples "
             f"of {data.name!r}. Received: batch_size={config.batch_size}"
         )
+    if config.freeze_backbone:
+        freeze_backbone(net)
     if task in _OBJECTIVES:
         data = _match_targets(net, data)
     if getattr(net, "teacher_trained", True) is False:
@@ -199,6 +201,30 @@ def compile_for_task(net, task, optimizer) -> None:
         return
     loss, metrics = _OBJECTIVES[task](net)
     net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def freeze_backbone(net) -> keras.Layer:
+    """Freezes every layer of `net` but its head, the last layer with weights.
+
+    Frozen BatchNorm layers run in inference mode, so their statistics stay as
+    they are (Keras' fine-tuning semantics).
+
+    Returns:
+        The head, the only layer left trainable.
+    """
+    weighted = [layer for layer in getattr(net, "layers", []) if layer.weights]
+    head = weighted[-1] if weighted else None
+    if isinstance(net, CustomStepModel) or not isinstance(
+        head, (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv2D)
+    ):
+        raise ZooError(
+            f"Expected a model ending in a dense or convolutional head to freeze the "
+            f"backbone of. Received: {net.name!r} ending in "
+            f"{type(head).__name__ if head else 'no layer with weights'}"
+        )
+    for layer in weighted[:-1]:
+        layer.trainable = False
+    return head
 
 
 def _train_teacher(distiller, data, config):

@@ -93,6 +93,14 @@ def test_model_args_reach_the_builder(tmp_path):
     ]
 
 
+def test_freeze_backbone_reaches_fit(tmp_path):
+    args = "fit --model mlp --epochs 1 --verbose 0 --freeze-backbone --output-dir".split()
+    assert cli.main([*args, str(tmp_path)]) == 0
+    model = zoo.load_model(tmp_path / "model.keras")
+    assert [layer.name for layer in model.layers if layer.trainable_weights] == ["mlp_logits"]
+    assert json.loads((tmp_path / "config.json").read_text())["freeze_backbone"] is True
+
+
 def test_list_and_info(capsys):
     assert cli.main(["list", "*regressor", "--exclude", "lin*"]) == 0
     assert capsys.readouterr().out.split() == ["logistic_regressor"]

@@ -4,8 +4,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from harness import sample_batch
 from PIL import Image
-from tiny import CUSTOM_STEP_TASKS
+from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS
 
 import training
 import zoo
@@ -18,6 +19,7 @@ DATASET_FOR_TASK = {
     "classification": "digits",
     "binary_classification": "blobs",
     "regression": "linear",
+    "segmentation": "digits_segmentation",
 }
 
 
@@ -105,8 +107,12 @@ def test_every_model_trains_through_fit(name):
     dataset = DATASET_FOR_TASK[zoo.model_task(name)]
     if "vocab_size" in zoo.model_arguments(name):  # token models
         dataset = "arithmetic" if zoo.model_task(name) == "language_modeling" else "sequence_order"
-    # digits are 8x8: models with an ImageNet stem take their small-input one.
-    model_kwargs = {"stem": "small"} if "stem" in zoo.model_arguments(name) else {}
+    # digits are 8x8: models with an ImageNet stem take their small-input one,
+    # ViT patches of 2x2.
+    arguments = zoo.model_arguments(name)
+    model_kwargs = {"stem": "small"} if "stem" in arguments else {}
+    if "patch_size" in arguments:
+        model_kwargs = {"patch_size": 2}
     result = training.fit(name, dataset, epochs=3, model_kwargs=model_kwargs, verbose=0)
     losses = result.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
@@ -196,3 +202,34 @@ def test_fit_config_is_a_typed_object():
     config = FitConfig(epochs=3)
     assert config.to_dict()["epochs"] == 3
     assert float(config.make_optimizer().learning_rate) == pytest.approx(5e-3, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vit_tiny", "unet_small"])
+def test_freeze_backbone_trains_only_the_head(name):
+    kwargs = TINY_KWARGS[name]
+    model = zoo.create_model(name, **kwargs)
+    x, y = sample_batch(kwargs["input_shape"], zoo.model_task(name), kwargs["num_classes"])
+    before = {v.path: np.array(v) for v in model.weights}
+
+    training.fit(
+        model,
+        (np.concatenate([x] * 8), np.concatenate([y] * 8)),
+        epochs=2,
+        batch_size=8,
+        freeze_backbone=True,
+        verbose=0,
+    )
+
+    head = model.layers[-1] if model.layers[-1].weights else model.layers[-2]
+    for variable in model.weights:
+        unchanged = np.array_equal(np.array(variable), before[variable.path])
+        # Only the head moves; frozen BatchNorm statistics stay too.
+        assert unchanged != variable.path.startswith(head.name + "/"), variable.path
+
+
+def test_freeze_backbone_needs_a_head():
+    headless = zoo.create_model(
+        "resnet18", input_shape=(8, 8, 1), stem="small", include_top=False, pooling="avg"
+    )
+    with pytest.raises(ZooError, match="head to freeze the backbone of.*BatchNormalization$"):
+        training.fit(headless, "digits", freeze_backbone=True)
