@@ -26,7 +26,7 @@ def _pytest(session, *args):
 
 def _test(backend):
     def session(session):
-        session.install(*CPU_CONSTRAINTS, f".[{backend},test]")
+        session.install(*CPU_CONSTRAINTS, f".[{backend},export-{backend},test]")
         session.env["KERAS_BACKEND"] = backend
         _pytest(session, "-m", "not cross_backend")
 
@@ -41,7 +41,7 @@ def _test_gpu(backend):
             session.skip("no NVIDIA GPU found (nvidia-smi missing or failing)")
         session.log(f"Found {gpu}")
         # No CPU constraints: on a GPU machine the default wheels are the CUDA ones.
-        session.install(f".[{backend}-gpu,test]")
+        session.install(f".[{backend}-gpu,export-{backend},test]")
         session.env.update(KERAS_BACKEND=backend, ZOO_EXPECT_GPU="1")
         _pytest(session, "-m", "not cross_backend")
 

@@ -1,4 +1,4 @@
-"""`python -m training fit|evaluate|predict|list|info`: flags in, library calls out.
+"""`python -m training fit|evaluate|predict|export|list|info`: flags in, library calls out.
 
 Only argparse and the backend choice run before keras is imported, so
 `--backend` takes effect.
@@ -21,6 +21,8 @@ FIT_DEFAULTS = {
     "learning_rate": None,
     "seed": 0,
 }
+# training.export.FORMATS, without importing keras; a test checks they agree.
+EXPORT_FORMATS = ("onnx", "tf_saved_model", "torch")
 
 
 def main(argv=None) -> int:
@@ -97,6 +99,14 @@ def _predict(args):
         print(f"Wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
     else:
         print(json.dumps({"predictions": predictions.tolist()}))
+    return 0
+
+
+def _export(args):
+    from training.export import export
+
+    export(args.model_path, args.format, args.output, overwrite=args.overwrite)
+    print(f"Wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -250,6 +260,19 @@ def _parser():
     )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     predict.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+
+    export = commands.add_parser(
+        "export", parents=[common], help="write a saved model as ONNX, a SavedModel or a .pt2"
+    )
+    export.set_defaults(command=_export)
+    export.add_argument("--model-path", required=True, help="a .keras file")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument(
+        "--output",
+        required=True,
+        help="the .onnx file, SavedModel directory or .pt2 file to write",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     list_ = commands.add_parser("list", parents=[common], help="list model names")
     list_.set_defaults(command=_list)
