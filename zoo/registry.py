@@ -188,6 +188,11 @@ def model_arguments(name: str) -> dict:
     }
 
 
+def model_family(name: str) -> str:
+    """Returns the family (the file under `zoo/`) of a registered model without building it."""
+    return _entry(name).family
+
+
 def model_task(name: str) -> str:
     """Returns the task of a registered model without building it."""
     return _entry(name).task

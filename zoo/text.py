@@ -37,7 +37,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.position_embedding.build((self.sequence_length,))
 
     def call(self, tokens):
-        positions = ops.arange(ops.shape(tokens)[-1])
+        # A start and a dtype keep the range traceable by torch.export and jax2onnx.
+        positions = ops.arange(0, ops.shape(tokens)[-1], dtype="int32")
         return self.token_embedding(tokens) + self.position_embedding(positions)
 
     def compute_output_shape(self, input_shape):

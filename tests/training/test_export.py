@@ -32,17 +32,14 @@ _ARANGE = "ops.arange in TokenAndPositionEmbedding"
 _TORCH_ARANGE = f"Keras' torch backend cannot take a symbolic sequence length in {_ARANGE}"
 KNOWN_FAILURES = {
     ("simple_cnn", "jax", "onnx"): "jax2onnx writes MaxPooling2D as a MaxPool ONNX Runtime rejects",
-    ("transformer_classifier", "jax", "onnx"): f"jax2onnx cannot trace {_ARANGE}",
     ("mini_gpt", "jax", "onnx"): f"jax2onnx cannot trace {_ARANGE}",
-    ("mini_gpt", "torch", "onnx"): _TORCH_ARANGE,
-    ("mini_gpt", "torch", "torch"): _TORCH_ARANGE,
 }
 
 
 def _one_model_per_family():
     first = {}
     for name in zoo.list_models(exclude=[*LARGE, "distiller"]):
-        first.setdefault(zoo.model_info(name).family, name)
+        first.setdefault(zoo.model_family(name), name)
     return first.values()
 
 
