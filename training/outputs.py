@@ -1,7 +1,6 @@
 """What a run writes, written atomically: a crash never leaves a half-written
 file under its final name."""
 
-import contextlib
 import json
 import os
 import tempfile
@@ -9,7 +8,9 @@ import tempfile
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+import zoo
 from zoo import ZooError
+from zoo.saving import atomic_path
 
 # A run directory holding this file is finished and is not overwritten silently.
 FINISHED_MARKER = "metrics.json"
@@ -34,23 +35,6 @@ def prepare_dir(path, *, overwrite: bool) -> str:
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path`; moves it into place on success."""
-    directory, name = os.path.split(os.path.abspath(path))
-    # Keep the suffix: Keras picks the file format from it.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=name)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
@@ -58,8 +42,8 @@ def write_json(path, obj) -> None:
 
 
 def save_model(model, path) -> None:
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    """Writes `path` and its `path.sha256`, which `zoo.load_model` checks."""
+    zoo.save_model(model, path)
 
 
 def plot_history(history: dict, path, *, title: str) -> None:

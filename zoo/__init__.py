@@ -35,7 +35,7 @@ from zoo.registry import (
     model_task,
     register_model,
 )
-from zoo.saving import load_model
+from zoo.saving import load_model, load_weights, save_model, save_weights
 
 __all__ = [
     "TASKS",
@@ -44,10 +44,13 @@ __all__ = [
     "create_model",
     "list_models",
     "load_model",
+    "load_weights",
     "model_arguments",
     "model_family",
     "model_info",
     "model_style",
     "model_task",
     "register_model",
+    "save_model",
+    "save_weights",
 ]

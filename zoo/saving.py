@@ -1,18 +1,41 @@
-"""Loading saved zoo models."""
+"""Saving and loading zoo models and weights.
 
+Loading checks a file before Keras reads it (`zoo.safety`) and, where a
+`NAME.sha256` sidecar sits beside it, that its bytes match. Saving writes
+atomically, with such a sidecar: a failed write never leaves a file under its
+final name.
+"""
+
+import contextlib
+import hashlib
+import io
 import os
+import re
+import tempfile
 
 import keras
 
+# Keras' public `load_model` takes only paths; this one also takes the bytes
+# that were checked, so that a file changed after the checks is not loaded.
+from keras.src.saving import saving_lib
+
+from zoo import safety
 from zoo.errors import ZooError
+
+# The most a model or weights file may hold; it is read into memory once.
+MAX_FILE_BYTES = 1 << 32  # 4 GiB
+_SIDECAR = ".sha256"
 
 
 def load_model(path) -> keras.Model:
-    """Loads a `.keras` file saved from a zoo model, with safe mode on.
+    """Loads a `.keras` file, refusing one that could run code or is broken.
 
-    Safe mode refuses archives that would run arbitrary code (such as `Lambda`
-    layers holding bytecode). Importing `zoo` registers every zoo layer, so no
-    `custom_objects` are needed.
+    The archive is checked before Keras reads it (see `zoo.safety`): only a
+    config, metadata, weights and assets, naming only Keras and zoo objects,
+    with no `Lambda` layers, and intact. Keras then loads the same bytes with
+    safe mode on. If `PATH.sha256` exists (`zoo.save_model` and
+    `training.fit` write one), the file must match it. Importing `zoo`
+    registers every zoo layer, so no `custom_objects` are needed.
 
     Args:
         path: path to a `.keras` file.
@@ -21,9 +44,150 @@ def load_model(path) -> keras.Model:
 
     >>> model = zoo.load_model("runs/digits/model.keras")
     """
+    path = _existing_file(path, (".keras",), "model")
+    data = _read_verified(path)
+    safety.check_keras_archive(data, path)
+    try:
+        return saving_lib.load_model(io.BytesIO(data), compile=True, safe_mode=True)
+    except Exception as exc:  # a file that passed the checks but Keras cannot build
+        raise ZooError(f"Could not load the model in {path!r}: {safety.first_line(exc)}") from exc
+
+
+def load_weights(model, path) -> keras.Model:
+    """Loads weights into a built model, leaving it unchanged on any error.
+
+    The file is checked first: a `.keras` archive as by `load_model`, a
+    `.weights.h5` file for links to other files, virtual datasets and shape
+    bombs; and against `PATH.sha256` where it exists. If Keras then fails
+    (weights of another architecture), every variable is restored.
+
+    Args:
+        model: a built `keras.Model`.
+        path: a `.weights.h5` file (as `save_weights` writes) or a `.keras`
+            file.
+
+    Returns:
+        `model`, for chaining.
+
+    Example:
+
+    >>> model = zoo.load_weights(zoo.create_model("mlp"), "mlp.weights.h5")
+    """
+    path = _existing_file(path, (".weights.h5", ".keras"), "weights")
+    data = _read_verified(path)
+    if path.endswith(".keras"):
+        safety.check_keras_archive(data, path)
+    else:
+        safety.check_weights_h5(io.BytesIO(data), path)
+    variables = list(model.variables)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and optimizer.built:
+        variables += optimizer.variables
+    snapshot = [keras.ops.convert_to_numpy(v) for v in variables]
+    try:
+        model.load_weights(path)
+    except Exception as exc:
+        for variable, value in zip(variables, snapshot, strict=True):
+            variable.assign(value)
+        # Keras' message spans lines; keep its first and the shapes that differ.
+        reason = safety.first_line(exc).rstrip(":")
+        shapes = re.search(r"variable\.shape=\(.*?\), Received: value\.shape=\(.*?\)", str(exc))
+        raise ZooError(
+            f"Could not load {path!r} into model {model.name!r}; its weights are "
+            f"unchanged: {reason}{f' ({shapes.group(0)})' if shapes else ''}"
+        ) from exc
+    return model
+
+
+def save_model(model, path) -> None:
+    """Saves a `.keras` file atomically, with a `PATH.sha256` sidecar.
+
+    Args:
+        model: a `keras.Model`.
+        path: where to write, ending in `.keras`.
+    """
+    _save_with_digest(os.fspath(path), ".keras", model.save)
+
+
+def save_weights(model, path) -> None:
+    """Saves a model's weights atomically, with a `PATH.sha256` sidecar.
+
+    The sidecar has `sha256sum`'s format, so `sha256sum -c NAME.weights.h5.sha256`
+    checks the file too; `load_weights` refuses a file that does not match it.
+
+    Args:
+        model: a built `keras.Model`.
+        path: where to write, ending in `.weights.h5`.
+
+    Example:
+
+    >>> zoo.save_weights(model, "mlp.weights.h5")  # and mlp.weights.h5.sha256
+    """
+    _save_with_digest(os.fspath(path), ".weights.h5", model.save_weights)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; moves it into place on success."""
+    directory, name = os.path.split(os.path.abspath(path))
+    # Keep the suffix: Keras picks the file format from it.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=name)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _save_with_digest(path, suffix, save):
+    if not path.endswith(suffix):
+        raise ZooError(f"Expected a path ending in {suffix}. Received: path={path!r}")
+    with atomic_path(path) as tmp:
+        save(tmp)
+        with open(tmp, "rb") as f:
+            digest = hashlib.sha256()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        # The sidecar lands first: a crash before the file's own move leaves
+        # a mismatch that loading refuses, never an unverified new file.
+        with atomic_path(path + _SIDECAR) as sidecar, open(sidecar, "w") as f:
+            f.write(f"{digest.hexdigest()}  {os.path.basename(path)}\n")
+
+
+def _existing_file(path, suffixes, kind) -> str:
     path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ZooError(f"Expected a path to a .keras file. Received: path={path!r}")
+    expected = " or ".join(suffixes)
+    if not path.endswith(suffixes):
+        raise ZooError(f"Expected a path to a {expected} file. Received: path={path!r}")
     if not os.path.isfile(path):
-        raise ZooError(f"No model file at {path!r}: expected an existing .keras file")
-    return keras.saving.load_model(path, safe_mode=True)
+        raise ZooError(f"No {kind} file at {path!r}: expected an existing {expected} file")
+    return path
+
+
+def _read_verified(path) -> bytes:
+    """The file's bytes, checked against `PATH.sha256` if there is one."""
+    with open(path, "rb") as f:
+        # Checked before and after reading: the file may grow in between.
+        if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+            raise ZooError(f"Refusing {path!r}: it holds more than {MAX_FILE_BYTES} bytes")
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ZooError(f"Refusing {path!r}: it holds more than {MAX_FILE_BYTES} bytes")
+    sidecar = path + _SIDECAR
+    if not os.path.exists(sidecar):
+        return data
+    with open(sidecar, "rb") as f:
+        match = re.match(rb"([0-9a-fA-F]{64})[ \t]", f.read(4096))
+    if not match:
+        raise ZooError(f"Refusing {path!r}: {sidecar!r} is not a sha256sum line")
+    expected, actual = match.group(1).decode().lower(), hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ZooError(
+            f"Refusing {path!r}: its sha256 does not match {sidecar!r}; the file was "
+            f"changed or corrupted. Received: sha256={actual}, expected {expected}"
+        )
+    return data

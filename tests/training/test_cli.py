@@ -181,3 +181,57 @@ def test_cli_defaults_reach_97_percent_on_digits(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert json.loads(result.stdout.strip().splitlines()[-1]) == metrics
     assert metrics["test_accuracy"] >= 0.97
+
+
+def _unsafe_or_broken_model(kind, trained, path):
+    """A model file that `evaluate` and `predict` must refuse; a Lambda one
+    writes $ZOO_SENTINEL if Keras builds it."""
+    import keras
+
+    if kind == "lambda":
+        inputs = keras.Input((8, 8, 1))
+        payload = lambda t: (open(os.environ["ZOO_SENTINEL"], "w").close(), t)[1]  # noqa: E731
+        keras.Model(inputs, keras.layers.Lambda(payload)(inputs)).save(path)
+        os.remove(os.environ["ZOO_SENTINEL"])  # building it ran the payload once
+    elif kind == "not_a_zip":
+        path.write_bytes(b"not a zip file")
+    else:  # a trained model changed after fit wrote it and its sha256
+        data = bytearray((trained / "model.keras").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(data)
+        path.with_name("model.keras.sha256").write_bytes(
+            (trained / "model.keras.sha256").read_bytes()
+        )
+    return path
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["predict", "--dataset", "digits"]])
+@pytest.mark.parametrize("kind", ["lambda", "not_a_zip", "tampered"])
+def test_unsafe_or_broken_model_files_are_one_line_and_exit_2(
+    command, kind, trained, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_SENTINEL", str(tmp_path / "sentinel"))
+    path = _unsafe_or_broken_model(kind, trained, tmp_path / "model.keras")
+    before = sorted(os.listdir(tmp_path))
+    assert cli.main([command[0], "--model-path", str(path), *command[1:]]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: Refusing {str(path)!r}") and err.count("\n") == 1
+    assert not (tmp_path / "sentinel").exists() and sorted(os.listdir(tmp_path)) == before
+
+
+def test_fit_writes_a_sha256_sidecar_for_its_model(trained):
+    import hashlib
+
+    digest = hashlib.sha256((trained / "model.keras").read_bytes()).hexdigest()
+    assert (trained / "model.keras.sha256").read_text() == f"{digest}  model.keras\n"
+
+
+def test_a_lambda_model_is_refused_in_a_fresh_process(trained, tmp_path, monkeypatch):
+    sentinel = tmp_path / "sentinel"
+    monkeypatch.setenv("ZOO_SENTINEL", str(sentinel))
+    path = _unsafe_or_broken_model("lambda", trained, tmp_path / "model.keras")
+    result = run_cli("evaluate", "--model-path", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: Refusing {str(path)!r}")
+    assert not sentinel.exists()

@@ -38,6 +38,7 @@ def test_fit_writes_a_complete_run(finished_run):
         "history.json",
         "metrics.json",
         "model.keras",
+        "model.keras.sha256",
     ]
     history = json.loads((output_dir / "history.json").read_text())
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}

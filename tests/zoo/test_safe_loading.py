@@ -1,0 +1,509 @@
+"""`zoo.load_model` and `zoo.load_weights` refuse files that could run code or
+are broken: before Keras reads them, with one line, and with no side effect.
+
+Payloads that would run create `$ZOO_SENTINEL`; every refusal checks that it
+was not created, that Keras' loaders were never called, and that nothing under
+the test's tmp dir's parent changed.
+"""
+
+import contextlib
+import io
+import json
+import os
+import stat
+import warnings
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format
+from keras.src.saving import saving_lib, serialization_lib
+
+import zoo
+from zoo import safety, saving
+
+# Runs when Keras builds the layer: writes the sentinel named in the environment.
+PAYLOAD = lambda t: (open(__import__("os").environ["ZOO_SENTINEL"], "w").close(), t)[1]  # noqa: E731
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """The test's tmp dir, as the working directory, with the payload's sentinel."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_SENTINEL", str(tmp_path / "sentinel"))
+    return tmp_path
+
+
+def tree(root):
+    """Every path under `root` with its size and modification time."""
+    entries = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            entries[os.path.relpath(path, root)] = (info.st_size, info.st_mtime_ns)
+    return entries
+
+
+@pytest.fixture
+def refused(sandbox, monkeypatch):
+    """`with refused(match):` expects a one-line ZooError from checks that ran
+    before Keras saw the file, and no side effect."""
+    handed = []
+
+    def record(name):
+        def loader(*args, **kwargs):
+            handed.append(name)
+            raise AssertionError(f"Keras was handed the file by {name}")
+
+        return loader
+
+    for module, name in [
+        (saving_lib, "load_model"),
+        (saving_lib, "load_weights_only"),
+        (legacy_h5_format, "load_model_from_hdf5"),
+    ]:
+        monkeypatch.setattr(module, name, record(name))
+
+    @contextlib.contextmanager
+    def check(match):
+        before = tree(sandbox.parent)
+        with pytest.raises(zoo.ZooError, match=match) as info:
+            yield
+        assert "\n" not in str(info.value)
+        assert not handed
+        assert not (sandbox / "sentinel").exists()
+        assert tree(sandbox.parent) == before
+        assert serialization_lib.in_safe_mode() is not False
+
+    return check
+
+
+def mlp(hidden_units=(8, 8)):
+    return zoo.create_model(
+        "mlp", input_shape=(6, 6, 1), num_classes=4, hidden_units=hidden_units, name="mlp"
+    )
+
+
+def saved_mlp(path, hidden_units=(8, 8)):
+    mlp(hidden_units).save(path)
+    return path
+
+
+def rewrite(src, dst, *, config=None, members=(), drop=(), compression=zipfile.ZIP_STORED):
+    """Copies a `.keras` archive, editing its config, dropping and adding
+    `(name or ZipInfo, data)` members."""
+    with zipfile.ZipFile(src) as source, zipfile.ZipFile(dst, "w", compression) as target:
+        for info in source.infolist():
+            if info.filename in drop:
+                continue
+            data = source.read(info)
+            if info.filename == "config.json" and config is not None:
+                edited = json.loads(data)
+                config(edited)
+                data = json.dumps(edited)
+            target.writestr(info.filename, data)
+        for name, data in members:
+            target.writestr(name, data)
+    return dst
+
+
+def replace_member(src, dst, name, data):
+    return rewrite(src, dst, drop=(name,), members=[(name, data)])
+
+
+def lambda_archive(sandbox):
+    """A `.keras` file whose Lambda layer writes the sentinel when built."""
+    inputs = keras.Input((2,))
+    outputs = keras.layers.Lambda(PAYLOAD, name="payload")(inputs)
+    keras.Model(inputs, outputs).save(sandbox / "lambda.keras")
+    os.remove(sandbox / "sentinel")  # building it ran the payload once
+    return sandbox / "lambda.keras"
+
+
+def test_the_lambda_payload_runs_when_keras_loads_it_unsafely(sandbox):
+    path = lambda_archive(sandbox)
+    keras.saving.load_model(path, safe_mode=False)
+    assert (sandbox / "sentinel").exists()
+
+
+@pytest.mark.parametrize("loader", ["load_model", "load_weights"])
+def test_refuses_a_lambda_layer(sandbox, refused, loader):
+    path = lambda_archive(sandbox)
+    with refused("Lambda layer, which runs code"):
+        if loader == "load_model":
+            zoo.load_model(path)
+        else:
+            zoo.load_weights(mlp(), path)
+
+
+def function(module, name):
+    return {"module": module, "class_name": "function", "config": name, "registered_name": None}
+
+
+def first_dense(config):
+    return next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+
+
+def set_activation(value):
+    return lambda config: first_dense(config)["config"].update(activation=value)
+
+
+def replace_dense(value):
+    def edit(config):
+        layers = config["config"]["layers"]
+        layers[layers.index(first_dense(config))] = value
+
+    return edit
+
+
+def unsafe_then_lambda(config):
+    config["config"]["layers"].insert(1, function("keras.config", "enable_unsafe_deserialization"))
+    set_activation(keras.saving.serialize_keras_object(PAYLOAD))(config)
+
+
+CRAFTED_CONFIGS = {
+    "os_system": (set_activation(function("os", "system")), "function 'os.system'"),
+    "builtins_eval": (set_activation(function("builtins", "eval")), "function 'builtins.eval'"),
+    "exec_as_loss": (
+        lambda c: c.update(compile_config={"optimizer": "adam", "loss": function("os", "exec")}),
+        "function 'os.exec'",
+    ),
+    "class_from_os": (
+        replace_dense({"module": "os", "class_name": "system", "config": {"command": "id"}}),
+        "class 'os.system'",
+    ),
+    "subprocess": (
+        replace_dense(
+            {
+                "module": "subprocess",
+                "class_name": "Popen",
+                "config": {"args": ["touch", "sentinel"]},
+                "registered_name": "subprocess>Popen",
+            }
+        ),
+        "class 'subprocess.Popen'",
+    ),
+    "newline_in_module": (
+        replace_dense({"module": "os\nerror: forged", "class_name": "system", "config": {}}),
+        r"class 'os\\nerror: forged.system'",
+    ),
+    "foreign_registered_name": (
+        lambda c: first_dense(c).update(registered_name="evil>Dense"),
+        "'evil>Dense', which no Keras or zoo class registers",
+    ),
+    "enable_unsafe_deserialization": (
+        set_activation(function("keras.config", "enable_unsafe_deserialization")),
+        "enable_unsafe_deserialization",
+    ),
+    "get_file": (set_activation(function("keras.utils", "get_file")), "get_file"),
+    "get_file_by_name": (set_activation("keras.utils.get_file"), "get_file"),
+    "unsafe_then_lambda": (unsafe_then_lambda, "enable_unsafe_deserialization|lambda"),
+    "lambda_as_activation": (
+        set_activation(keras.saving.serialize_keras_object(PAYLOAD)),
+        "Python lambda",
+    ),
+    "tfsm_layer": (
+        replace_dense(
+            {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"filepath": "x"}}
+        ),
+        "TFSMLayer",
+    ),
+    "vocabulary_file": (
+        replace_dense(
+            {
+                "module": "keras.layers",
+                "class_name": "StringLookup",
+                "config": {"vocabulary": "/etc/passwd"},
+            }
+        ),
+        "reads a vocabulary file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_CONFIGS))
+def test_refuses_a_config_naming_code(sandbox, refused, case):
+    edit, match = CRAFTED_CONFIGS[case]
+    path = rewrite(saved_mlp(sandbox / "mlp.keras"), sandbox / "crafted.keras", config=edit)
+    with refused(match):
+        zoo.load_model(path)
+
+
+def test_a_plain_keras_model_with_builtin_function_losses_loads(sandbox):
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation=keras.activations.gelu)(inputs))
+    model.compile(loss=keras.losses.mean_squared_error, metrics=[keras.metrics.mean_absolute_error])
+    model.save(sandbox / "plain.keras")
+    assert zoo.load_model(sandbox / "plain.keras").compiled
+
+
+def legacy_lambda_h5(sandbox):
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Lambda(PAYLOAD)(inputs)).save(sandbox / "lambda.h5")
+    os.remove(sandbox / "sentinel")
+    return sandbox / "lambda.h5"
+
+
+def test_the_legacy_h5_payload_runs_when_keras_loads_it_unsafely(sandbox):
+    keras.saving.load_model(legacy_lambda_h5(sandbox), safe_mode=False)
+    assert (sandbox / "sentinel").exists()
+
+
+@pytest.mark.parametrize(
+    "name, loader, match",
+    [
+        ("lambda.h5", "load_model", "Expected a path to a .keras file"),
+        ("lambda.keras", "load_model", "not a zip file"),
+        ("lambda.h5", "load_weights", "Expected a path to a .weights.h5 or .keras file"),
+        ("lambda.weights.h5", "load_weights", "legacy whole-model HDF5"),
+    ],
+)
+def test_refuses_legacy_h5_models(sandbox, refused, name, loader, match):
+    legacy = legacy_lambda_h5(sandbox)
+    if name != legacy.name:
+        legacy.rename(sandbox / name)
+    with refused(match):
+        if loader == "load_model":
+            zoo.load_model(sandbox / name)
+        else:
+            zoo.load_weights(mlp(), sandbox / name)
+
+
+def first_dataset(h5):
+    names = []
+    h5.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    return names[0]
+
+
+def _external_link(h5, name, secret):
+    h5[name] = h5py.ExternalLink(str(secret), "/data")
+
+
+def _soft_link(h5, name, secret):
+    h5[name] = h5py.SoftLink("/vars")
+
+
+def _virtual_dataset(h5, name, secret):
+    layout = h5py.VirtualLayout(shape=(36, 8), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(secret), "data", shape=(36, 8))
+    h5.create_virtual_dataset(name, layout)
+
+
+def _external_storage(h5, name, secret):
+    h5.create_dataset(name, shape=(36, 8), dtype="f4", external=[(str(secret), 0, 36 * 8 * 4)])
+
+
+def _shape_bomb(h5, name, secret):
+    h5.create_dataset(name, shape=(1 << 16, 1 << 16), dtype="f4", chunks=(1, 1024))
+
+
+def _strings(h5, name, secret):
+    h5.create_dataset(name, data=["a", "b"], dtype=h5py.string_dtype())
+
+
+def _legacy_model(h5, name, secret):
+    h5.attrs["model_config"] = "{}"
+
+
+H5_ATTACKS = {
+    "external_link": (_external_link, "links to another file"),
+    "soft_link": (_soft_link, "SoftLink"),
+    "virtual_dataset": (_virtual_dataset, "virtual dataset"),
+    "external_storage": (_external_storage, "stores its data in another file"),
+    "shape_bomb": (_shape_bomb, r"declares shape \(65536, 65536\) but stores 0 bytes"),
+    "strings": (_strings, "expected numbers"),
+    "legacy_model": (_legacy_model, "legacy whole-model"),
+}
+
+
+@pytest.mark.parametrize("container", ["weights.h5", "keras"])
+@pytest.mark.parametrize("attack", sorted(H5_ATTACKS))
+def test_refuses_hdf5_weights_that_reach_outside_or_bomb(sandbox, refused, attack, container):
+    make, match = H5_ATTACKS[attack]
+    secret = sandbox / "secret.h5"
+    with h5py.File(secret, "w") as h5:
+        h5["data"] = np.ones((36, 8), "f4")
+    path = sandbox / "crafted.weights.h5"
+    mlp().save_weights(path)
+    with h5py.File(path, "a") as h5:
+        name = first_dataset(h5)
+        del h5[name]
+        make(h5, name, secret)
+    if container == "keras":
+        archive = sandbox / "crafted.keras"
+        replace_member(
+            saved_mlp(sandbox / "mlp.keras"), archive, "model.weights.h5", path.read_bytes()
+        )
+        with refused(match):
+            zoo.load_model(archive)
+    else:
+        with refused(match):
+            zoo.load_weights(mlp(), path)
+
+
+def symlink(name, target):
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target
+
+
+# Extra members, each a reason to refuse the archive; built from the tmp dir.
+CRAFTED_MEMBERS = {
+    "parent_traversal": (lambda root: ("../evil.txt", b"x"), "leaves its folder"),
+    "nested_traversal": (lambda root: ("assets/../../evil.txt", b"x"), "leaves its folder"),
+    "absolute": (lambda root: (str(root.parent / "evil.txt"), b"x"), "absolute"),
+    "backslash": (lambda root: ("..\\evil.txt", b"x"), "absolute or non-portable"),
+    "symlink": (lambda root: symlink("assets/link", "../../sentinel"), "symbolic link"),
+    "unexpected": (lambda root: ("payload.py", b"import os"), "unexpected archive member"),
+    "duplicate_config": (lambda root: ("config.json", b"{}"), "duplicate"),
+    "zip_bomb": (lambda root: ("assets/zeros.bin", bytes(32 << 20)), "decompression bomb"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_MEMBERS))
+def test_refuses_archive_members_outside_the_layout(sandbox, refused, case):
+    member, match = CRAFTED_MEMBERS[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate
+        path = rewrite(
+            saved_mlp(sandbox / "mlp.keras"),
+            sandbox / "crafted.keras",
+            members=[member(sandbox)],
+            compression=zipfile.ZIP_DEFLATED,
+        )
+    with refused(match):
+        zoo.load_model(path)
+
+
+@pytest.mark.parametrize("missing", ["config.json", "model.weights.h5"])
+def test_refuses_an_archive_missing_a_member(sandbox, refused, missing):
+    path = rewrite(saved_mlp(sandbox / "mlp.keras"), sandbox / "partial.keras", drop=(missing,))
+    with refused(f"no {missing} in the archive"):
+        zoo.load_model(path)
+
+
+def test_refuses_an_encrypted_member(sandbox, refused):
+    data = bytearray((saved_mlp(sandbox / "mlp.keras")).read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first member's central directory entry
+    data[central + 8] |= 0x1
+    (sandbox / "encrypted.keras").write_bytes(data)
+    with refused("is encrypted"):
+        zoo.load_model(sandbox / "encrypted.keras")
+
+
+def test_refuses_archives_and_files_over_the_size_limits(sandbox, refused, monkeypatch):
+    path = saved_mlp(sandbox / "mlp.keras")
+    monkeypatch.setattr(safety, "MAX_UNCOMPRESSED_BYTES", 1000)
+    with refused("members unpack to"):
+        zoo.load_model(path)
+    monkeypatch.setattr(saving, "MAX_FILE_BYTES", 100)
+    with refused("more than 100"):
+        zoo.load_model(path)
+
+
+def member_offset(path, name):
+    """Where a member's stored bytes start and how many there are."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_length, extra_length = np.frombuffer(f.read(4), "<u2")
+    return info.header_offset + 30 + int(name_length) + int(extra_length), info.compress_size
+
+
+def hdf5_bytes():
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5["data"] = np.ones(3)
+    return buffer.getvalue()
+
+
+BROKEN = {
+    "empty": (lambda data: b"", "not a zip file"),
+    "text": (lambda data: b"just some text\n", "not a zip file"),
+    "truncated_half": (lambda data: data[: len(data) // 2], "not a zip file"),
+    "truncated_end": (lambda data: data[:-1], "not a zip file"),
+    "hdf5": (lambda data: hdf5_bytes(), "not a zip file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_refuses_empty_truncated_and_non_zip_files(sandbox, refused, case):
+    damage, match = BROKEN[case]
+    path = saved_mlp(sandbox / "mlp.keras")
+    path.write_bytes(damage(path.read_bytes()))
+    with refused(match):
+        zoo.load_model(path)
+
+
+@pytest.mark.parametrize("member", ["config.json", "metadata.json", "model.weights.h5"])
+def test_refuses_a_bit_flip_in_any_member(sandbox, refused, member):
+    path = saved_mlp(sandbox / "mlp.keras")
+    start, size = member_offset(path, member)
+    data = bytearray(path.read_bytes())
+    data[start + size // 2] ^= 0x10
+    path.write_bytes(data)
+    with refused(f"{member!r} fails its CRC check"):
+        zoo.load_model(path)
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        (b"{not json", "config.json is not valid JSON"),
+        (b"[1, 2]", "config.json holds a list"),
+        (b"[" * 100_000 + b"]" * 100_000, "config.json is not valid JSON"),
+    ],
+)
+def test_refuses_a_config_that_is_not_a_json_object(sandbox, refused, config, match):
+    path = replace_member(
+        saved_mlp(sandbox / "mlp.keras"), sandbox / "bad.keras", "config.json", config
+    )
+    with refused(match):
+        zoo.load_model(path)
+
+
+def variables(model):
+    return [keras.ops.convert_to_numpy(v) for v in model.variables]
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+@pytest.mark.parametrize("hidden_units", [(8, 16), (8, 8, 8)])
+def test_weights_of_another_architecture_leave_the_model_unchanged(sandbox, suffix, hidden_units):
+    other = mlp(hidden_units)
+    path = sandbox / f"other{suffix}"
+    other.save(path) if suffix == ".keras" else other.save_weights(path)
+    model = mlp()
+    before = variables(model)
+    with pytest.raises(zoo.ZooError, match="its weights are unchanged") as info:
+        zoo.load_weights(model, path)
+    assert "\n" not in str(info.value)
+    for saved, now in zip(before, variables(model), strict=True):
+        np.testing.assert_array_equal(saved, now)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_matching_weights_load(sandbox, suffix):
+    source = mlp()
+    path = sandbox / f"mlp{suffix}"
+    source.save(path) if suffix == ".keras" else source.save_weights(path)
+    model = zoo.load_weights(mlp(), path)
+    for expected, loaded in zip(variables(source), variables(model), strict=True):
+        np.testing.assert_array_equal(expected, loaded)
+
+
+def test_load_model_loads_the_bytes_it_checked(sandbox, monkeypatch):
+    path = saved_mlp(sandbox / "mlp.keras")
+    malicious = lambda_archive(sandbox)
+    check = safety.check_keras_archive
+
+    def check_then_swap(data, name):
+        check(data, name)
+        os.replace(malicious, path)  # someone swaps the file after the checks
+
+    monkeypatch.setattr(safety, "check_keras_archive", check_then_swap)
+    assert zoo.load_model(path).name == "mlp"
+    assert not (sandbox / "sentinel").exists()
