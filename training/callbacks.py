@@ -39,7 +39,8 @@ class _ScalarWriter(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         from tensorboardX import SummaryWriter
 
-        self._writers = {
+        # `fit` trains epoch by epoch: the writers stay open across its calls.
+        self._writers = self._writers or {
             split: SummaryWriter(os.path.join(self.log_dir, split))
             for split in ("train", "validation")
         }
@@ -51,7 +52,35 @@ class _ScalarWriter(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         for writer in self._writers.values():
-            writer.close()
+            writer.flush()
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite, and
+    records where (Keras' `TerminateOnNaN` only prints it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = None
+        self.value = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.stopped_at, self.value = batch + 1, float(loss)
+            self.model.stop_training = True
+
+
+class RunProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, counting the run's epochs: `fit` calls Keras once
+    per epoch, which would otherwise print "Epoch 3/3" for the third of 30."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params({**params, "epochs": self.run_epochs})
 
 
 class SampleGrid(keras.callbacks.Callback):

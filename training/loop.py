@@ -7,10 +7,10 @@ import keras
 import numpy as np
 
 import zoo
-from training import callbacks, outputs
+from training import callbacks, checkpoints, outputs
 from training.config import FitConfig
 from training.data import Dataset, from_arrays, load_dataset
-from training.seeding import seed_everything
+from training.seeding import make_deterministic, seed_everything
 from training.steps import CustomStepModel
 from zoo import ZooError
 
@@ -108,45 +108,93 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     output_dir = config.output_dir and outputs.prepare_dir(
         config.output_dir, overwrite=config.overwrite
     )
-    extra_callbacks = []
-    if config.tensorboard:
-        if not output_dir:
-            raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
-        extra_callbacks.append(callbacks.tensorboard(os.path.join(output_dir, "tensorboard")))
+    if output_dir and config.overwrite:
+        checkpoints.remove(output_dir)
+    if config.tensorboard and not output_dir:
+        raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
+    if config.deterministic:
+        make_deterministic()
     seed_everything(config.seed)
     data = _dataset(dataset, config)
-    net, task = _model(model, data, config.model_kwargs)
+    resumed = output_dir and checkpoints.load(output_dir, config)
+    if resumed:
+        net, start_epoch, history = resumed
+        task = _task(model, data)
+    else:
+        net, task = _model(model, data, config.model_kwargs)
+        start_epoch, history = 0, {}
     if config.batch_size > len(data.x_train):
         raise ZooError(
             f"Expected batch_size at most the {len(data.x_train)} training samples "
             f"of {data.name!r}. Received: batch_size={config.batch_size}"
         )
-    if config.freeze_backbone:
-        freeze_backbone(net)
     if task in _OBJECTIVES:
         data = _match_targets(net, data)
+    if not resumed:
+        _prepare_training(net, task, data, config)
+
+    history = _train(net, task, data, config, output_dir, start_epoch, history)
+    metrics = _test_metrics(net, data, config.batch_size)
+    if output_dir:
+        _write_run(output_dir, net, data, config, history, metrics)
+        checkpoints.remove(output_dir)
+    return FitResult(net, history, metrics, output_dir)
+
+
+def _prepare_training(net, task, data, config):
+    """Freezes, pre-trains a teacher and compiles, as the config and model ask."""
+    if config.freeze_backbone:
+        freeze_backbone(net)
     if getattr(net, "teacher_trained", True) is False:
         _train_teacher(net, data, config)
     if not net.compiled:
         recommended = net.default_optimizer() if hasattr(net, "default_optimizer") else None
         compile_for_task(net, task, config.make_optimizer(recommended))
-    if task == "generative" and output_dir:
-        extra_callbacks.append(callbacks.SampleGrid(output_dir, seed=config.seed))
 
-    history = net.fit(
-        data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        callbacks=extra_callbacks,
-        verbose=config.verbose,
-    )
-    history = {k: [float(v) for v in values] for k, values in history.history.items()}
-    metrics = _test_metrics(net, data, config.batch_size)
-    if output_dir:
-        _write_run(output_dir, net, data, config, history, metrics)
-    return FitResult(net, history, metrics, output_dir)
+
+def _train(net, task, data, config, output_dir, start_epoch, history):
+    """Trains epoch by epoch from `start_epoch`, checkpointing after each.
+
+    Each epoch's order is drawn from `(seed, epoch)`, not from a global random
+    state, so a run resumed from a checkpoint sees the batches an
+    uninterrupted run would have.
+    """
+    nan_stop = callbacks.StopOnNaN()
+    extra = [nan_stop, callbacks.RunProgress(config.epochs)]
+    if config.tensorboard:
+        extra.append(callbacks.tensorboard(os.path.join(output_dir, "tensorboard")))
+    if task == "generative" and output_dir:
+        extra.append(callbacks.SampleGrid(output_dir, seed=config.seed))
+    for epoch in range(start_epoch, config.epochs):
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(data.x_train))
+        epoch_history = net.fit(
+            data.x_train[order],
+            data.y_train[order],
+            validation_data=(data.x_val, data.y_val),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            batch_size=config.batch_size,
+            shuffle=False,
+            callbacks=extra,
+            verbose=config.verbose,
+        )
+        if nan_stop.stopped_at:
+            where = (
+                f"the last good checkpoint (after epoch {epoch}) is in "
+                f"{os.path.join(output_dir, checkpoints.DIRNAME)}"
+                if output_dir and epoch
+                else "no checkpoint was written"
+            )
+            raise ZooError(
+                f"Training stopped: the loss became {nan_stop.value} at epoch {epoch + 1}, "
+                f"step {nan_stop.stopped_at}; {where}. Expected a finite loss: try a lower "
+                "learning rate or check the data"
+            )
+        for key, values in epoch_history.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        if output_dir:
+            checkpoints.save(output_dir, net, epoch=epoch + 1, history=history, config=config)
+    return history
 
 
 def evaluate(model_path, dataset="digits", *, batch_size=32, seed=0) -> dict[str, float]:
@@ -184,7 +232,11 @@ def predict(model_path, x, *, batch_size=32) -> np.ndarray:
     if isinstance(x, str):
         x, name = load_dataset(x).x_test, x
     else:
-        x, name = np.asarray(x, dtype="float32"), "inputs"
+        x, name = np.asarray(x), "inputs"
+        if x.dtype.kind not in "biuf":
+            raise ZooError(f"Expected numeric inputs. Received: inputs of dtype {x.dtype}")
+        if x.dtype.kind == "f":
+            x = x.astype("float32")
     _check_inputs(net, x, name)
     return np.asarray(net.predict(x, batch_size=batch_size, verbose=0))
 
@@ -260,6 +312,13 @@ def _dataset(dataset, config) -> Dataset:
         "Expected dataset to be a data set name, a training.Dataset or an (x, y) "
         f"pair of arrays. Received: dataset of type {type(dataset).__name__}"
     )
+
+
+def _task(model, data):
+    """The task `model` (a name or a model) is trained for on `data`."""
+    if isinstance(model, CustomStepModel):
+        return None
+    return data.task if isinstance(model, keras.Model) else zoo.model_task(model)
 
 
 def _model(model, data, model_kwargs):

@@ -1,0 +1,181 @@
+"""Crash safety of `fit`: a run killed with SIGKILL at any point resumes from
+its last checkpoint to the result of an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import training
+import zoo
+from training import checkpoints
+from zoo import ZooError
+
+EPOCHS = 5
+# Dropout draws from a seed generator, whose state a checkpoint must carry too.
+FIT = ["fit", "--model", "mlp", "--dataset", "digits", "--epochs", str(EPOCHS), "--verbose", "0"]
+FIT += ["--model-arg", "hidden_units=[32]", "--model-arg", "dropout=0.2", "--optimizer", "adam"]
+
+
+def _start(output_dir):
+    return subprocess.Popen(
+        [sys.executable, "-m", "training", *FIT, "--output-dir", str(output_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(output_dir):
+    process = _start(output_dir)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+
+
+def _kill_after_checkpoint(output_dir, epoch, rng):
+    """Kills the run at a random moment after its checkpoint of `epoch`: in
+    the middle of an epoch, of validation or of writing the next checkpoint."""
+    process = _start(output_dir)
+    pointer = output_dir / checkpoints.DIRNAME / checkpoints.POINTER
+    deadline = time.monotonic() + 300
+    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= epoch):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0, 0.3))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("straight")
+    _finish(output_dir)
+    return output_dir
+
+
+def _state(output_dir):
+    model = zoo.load_model(output_dir / "model.keras")
+    history = json.loads((output_dir / "history.json").read_text())
+    return model, history
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_run_killed_twice_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path, seed):
+    rng = random.Random(seed)
+    _kill_after_checkpoint(tmp_path, 1, rng)
+    _kill_after_checkpoint(tmp_path, rng.randint(2, EPOCHS - 1), rng)
+    assert not (tmp_path / "metrics.json").exists()
+    _finish(tmp_path)
+
+    expected, expected_history = _state(uninterrupted)
+    resumed, history = _state(tmp_path)
+    for want, got in zip(expected.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert int(resumed.optimizer.iterations) == int(expected.optimizer.iterations)
+    np.testing.assert_allclose(history["loss"], expected_history["loss"], rtol=1e-6)
+    assert len(history["loss"]) == EPOCHS
+    assert not (tmp_path / checkpoints.DIRNAME).exists()  # cleared once finished
+
+
+def test_a_crash_while_checkpointing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    config = training.FitConfig(epochs=3, output_dir=str(tmp_path))
+    net = zoo.create_model("mlp", input_shape=(4,), hidden_units=(8,), num_classes=2)
+    net.compile("sgd", "sparse_categorical_crossentropy")
+    checkpoints.save(tmp_path, net, epoch=1, history={"loss": [1.0]}, config=config)
+    saved = net.get_weights()
+    net.set_weights([w + 1 for w in saved])
+
+    def crash(model, path):
+        with open(path, "wb") as f:  # a half-written file, then the crash
+            f.write(b"PK\x03\x04")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo, "save_model", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(tmp_path, net, epoch=2, history={"loss": [1.0, 0.5]}, config=config)
+    monkeypatch.undo()
+
+    restored, epoch, history = checkpoints.load(tmp_path, config)
+    assert epoch == 1 and history == {"loss": [1.0]}
+    for want, got in zip(saved, restored.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    training.fit("mlp", "digits", epochs=1, output_dir=str(tmp_path), verbose=0)
+    os.remove(tmp_path / "metrics.json")  # as if killed before finishing
+    config = training.FitConfig(epochs=2, output_dir=str(tmp_path), learning_rate=0.1)
+    checkpoints.save(
+        tmp_path, zoo.load_model(tmp_path / "model.keras"), epoch=1, history={}, config=config
+    )
+    with pytest.raises(ZooError, match=r"interrupted run with other settings \(learning_rate\)"):
+        training.fit("mlp", "digits", epochs=2, output_dir=str(tmp_path), verbose=0)
+
+
+class _NaNAfter(keras.layers.Layer):
+    """Passes its input through until `steps` training steps have run, then NaN."""
+
+    def __init__(self, steps, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def call(self, x, training=False):
+        if training:
+            self.count.assign(self.count + 1)
+        return x * keras.ops.where(self.count > self.steps, float("nan"), 1.0)
+
+
+def test_a_nan_loss_stops_with_the_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
+    data = training.load_dataset("digits")
+    steps_per_epoch = -(-len(data.x_train) // 32)
+    net = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+            _NaNAfter(steps_per_epoch + 5),
+        ]
+    )
+    with pytest.raises(ZooError) as error:
+        training.fit(net, data, epochs=3, output_dir=str(tmp_path), verbose=0)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("Training stopped: the loss became nan at epoch 2, step 6;")
+    assert "last good checkpoint (after epoch 1)" in message
+
+    pointer = json.loads((tmp_path / checkpoints.DIRNAME / checkpoints.POINTER).read_text())
+    assert pointer["epoch"] == 1
+    assert (tmp_path / checkpoints.DIRNAME / pointer["model"]).exists()
+    assert not (tmp_path / "metrics.json").exists()
+
+
+_FLAGS = {
+    # TensorFlow has a setter for op determinism but no public getter.
+    "tensorflow": "from tensorflow.python.framework import config\n"
+    "print(config.is_op_determinism_enabled())",
+    "torch": "import torch; print(torch.are_deterministic_algorithms_enabled())",
+    "jax": "import os; print('--xla_gpu_deterministic_ops=true' in os.environ['XLA_FLAGS'])",
+}
+
+
+def test_deterministic_sets_the_backend_s_flags_in_a_fresh_process(tmp_path):
+    backend = keras.backend.backend()
+    script = (
+        "import os, training\n"
+        "training.fit('mlp', 'digits', epochs=1, deterministic=True, verbose=0)\n"
+        "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'\n" + _FLAGS[backend]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"
