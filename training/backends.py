@@ -6,6 +6,7 @@ import os
 import sys
 
 BACKENDS = ("tensorflow", "torch", "jax")
+XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
 
 
 def installed() -> list[str]:
@@ -51,3 +52,17 @@ def select(name: str | None = None) -> str:
             )
     os.environ["KERAS_BACKEND"] = name
     return name
+
+
+def deterministic_environment() -> dict[str, str]:
+    """The environment variables the frameworks read at start-up for
+    deterministic GPU kernels; the CLI sets them before keras is imported."""
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    return {
+        # cuBLAS reuses workspaces nondeterministically unless given a fixed one.
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "TF_DETERMINISTIC_OPS": "1",
+        "XLA_FLAGS": xla_flags
+        if XLA_DETERMINISM in xla_flags
+        else f"{xla_flags} {XLA_DETERMINISM}".strip(),
+    }

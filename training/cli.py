@@ -31,6 +31,9 @@ def main(argv=None) -> int:
         backends.select(args.backend)
     except ValueError as exc:
         return _fail(exc)
+    if getattr(args, "deterministic", False):
+        # Read by the frameworks when they start, so set before keras is imported.
+        os.environ.update(backends.deterministic_environment())
     from zoo import ZooError
 
     try:
@@ -56,6 +59,7 @@ def _fit(args):
         tensorboard=args.tensorboard,
         model_kwargs=dict(args.model_arg),
         freeze_backbone=args.freeze_backbone,
+        deterministic=args.deterministic,
         verbose=args.verbose,
     )
     print(f"Wrote {output_dir}", file=sys.stderr)
@@ -214,6 +218,11 @@ def _parser():
         "--tensorboard",
         action="store_true",
         help="write TensorBoard logs to OUTPUT_DIR/tensorboard",
+    )
+    fit.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic GPU kernels on every backend (CPU runs repeat exactly anyway)",
     )
     fit.add_argument(
         "--freeze-backbone",

@@ -51,6 +51,9 @@ class FitConfig:
         freeze_backbone: train only the head (the last layer with weights),
             as in linear probing and the first stage of fine-tuning; frozen
             BatchNorm layers keep their statistics. Defaults to `False`.
+        deterministic: ask each backend for deterministic GPU kernels
+            (`training.seeding.make_deterministic`); on CPU runs repeat
+            exactly without it. Defaults to `False`.
         verbose: Keras' verbosity: `"auto"`, `0` (silent), `1` (progress bar)
             or `2` (a line per epoch). Defaults to `"auto"`.
     """
@@ -67,6 +70,7 @@ class FitConfig:
     tensorboard: bool = False
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     freeze_backbone: bool = False
+    deterministic: bool = False
     verbose: str | int = "auto"
 
     def __post_init__(self):

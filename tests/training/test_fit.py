@@ -234,3 +234,9 @@ def test_freeze_backbone_needs_a_head():
     )
     with pytest.raises(ZooError, match="head to freeze the backbone of.*BatchNormalization$"):
         training.fit(headless, "digits", freeze_backbone=True)
+
+
+def test_predict_refuses_non_numeric_inputs(finished_run):
+    _, output_dir = finished_run
+    with pytest.raises(ZooError, match="Expected numeric inputs. Received: inputs of dtype <U1"):
+        training.predict(output_dir / "model.keras", np.full((2, 8, 8, 1), "a"))
