@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 
-from training import outputs
+from training import outputs, seeding
 from zoo import ZooError
 
 
@@ -69,6 +69,20 @@ class StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(float(loss)):
             self.stopped_at, self.value = batch + 1, float(loss)
             self.model.stop_training = True
+
+
+class RestoreGlobalRNG(keras.callbacks.Callback):
+    """Restores a checkpoint's global random state when training begins, after
+    Keras' set-up of a process's first `fit` (which draws from it on torch)."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+
+    def on_train_begin(self, logs=None):
+        if self.state is not None:
+            seeding.set_global_rng_state(self.state)
+            self.state = None
 
 
 class RunProgress(keras.callbacks.ProgbarLogger):

@@ -7,14 +7,17 @@ after its model file is in place, and older files are removed only after that,
 so a crash at any point leaves a loadable checkpoint behind.
 """
 
+import dataclasses
 import glob
 import json
 import os
 import shutil
 
+import keras
 import numpy as np
 
 import zoo
+from training import seeding
 from training.outputs import write_json
 from zoo import ZooError
 
@@ -39,7 +42,10 @@ def save(output_dir, net, *, epoch, history, config) -> None:
             "config": _identity(config),
             # Seed generators' states are variables a .keras file does not hold;
             # without them, dropout after a resume would draw other masks.
-            "seed_states": [np.asarray(v).tolist() for v in _unsaved_variables(net)],
+            "seed_states": [
+                keras.ops.convert_to_numpy(v.value).tolist() for v in _unsaved_variables(net)
+            ],
+            "global_rng_state": seeding.global_rng_state(),
         },
     )
     for old in glob.glob(os.path.join(directory, "epoch-*.keras*")):
@@ -47,8 +53,21 @@ def save(output_dir, net, *, epoch, history, config) -> None:
             os.remove(old)
 
 
-def load(output_dir, config):
-    """Returns `(net, epoch, history)` from the last checkpoint, or `None`.
+@dataclasses.dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model after `epoch` epochs and what it needs to
+    go on exactly as an uninterrupted run would."""
+
+    net: keras.Model
+    epoch: int
+    history: dict
+    #: For `seeding.set_global_rng_state`, once Keras has set up the first
+    #: `fit` call (its symbolic build draws dropout masks on torch).
+    global_rng_state: list | None
+
+
+def load(output_dir, config) -> Checkpoint | None:
+    """Returns the last checkpoint in `output_dir`, or `None`.
 
     Raises:
         ZooError: the checkpoint is of a run with other settings.
@@ -73,7 +92,7 @@ def load(output_dir, config):
     net = zoo.load_model(os.path.join(output_dir, DIRNAME, state["model"]))
     for variable, value in zip(_unsaved_variables(net), state["seed_states"], strict=True):
         variable.assign(np.asarray(value, dtype=variable.dtype))
-    return net, state["epoch"], state["history"]
+    return Checkpoint(net, state["epoch"], state["history"], state["global_rng_state"])
 
 
 def remove(output_dir) -> None:

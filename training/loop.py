@@ -118,11 +118,9 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     data = _dataset(dataset, config)
     resumed = output_dir and checkpoints.load(output_dir, config)
     if resumed:
-        net, start_epoch, history = resumed
-        task = _task(model, data)
+        net, task = resumed.net, _task(model, data)
     else:
         net, task = _model(model, data, config.model_kwargs)
-        start_epoch, history = 0, {}
     if config.batch_size > len(data.x_train):
         raise ZooError(
             f"Expected batch_size at most the {len(data.x_train)} training samples "
@@ -133,7 +131,7 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     if not resumed:
         _prepare_training(net, task, data, config)
 
-    history = _train(net, task, data, config, output_dir, start_epoch, history)
+    history = _train(net, task, data, config, output_dir, resumed)
     metrics = _test_metrics(net, data, config.batch_size)
     if output_dir:
         _write_run(output_dir, net, data, config, history, metrics)
@@ -152,15 +150,19 @@ def _prepare_training(net, task, data, config):
         compile_for_task(net, task, config.make_optimizer(recommended))
 
 
-def _train(net, task, data, config, output_dir, start_epoch, history):
-    """Trains epoch by epoch from `start_epoch`, checkpointing after each.
+def _train(net, task, data, config, output_dir, resumed):
+    """Trains epoch by epoch, from a `resumed` checkpoint if any, checkpointing
+    after each epoch.
 
     Each epoch's order is drawn from `(seed, epoch)`, not from a global random
     state, so a run resumed from a checkpoint sees the batches an
     uninterrupted run would have.
     """
+    start_epoch, history = (resumed.epoch, resumed.history) if resumed else (0, {})
     nan_stop = callbacks.StopOnNaN()
     extra = [nan_stop, callbacks.RunProgress(config.epochs)]
+    if resumed:
+        extra.append(callbacks.RestoreGlobalRNG(resumed.global_rng_state))
     if config.tensorboard:
         extra.append(callbacks.tensorboard(os.path.join(output_dir, "tensorboard")))
     if task == "generative" and output_dir:

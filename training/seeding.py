@@ -1,9 +1,11 @@
 """One function seeds everything; another asks each backend for deterministic
 kernels. Backend-specific flags live here."""
 
+import base64
 import os
 
 import keras
+import numpy as np
 
 from training.backends import XLA_DETERMINISM, deterministic_environment
 from zoo import ZooError
@@ -16,6 +18,37 @@ def seed_everything(seed: int) -> None:
         seed: any non-negative int.
     """
     keras.utils.set_random_seed(seed)
+
+
+def global_rng_state() -> list[str] | None:
+    """The backend's global random state, where layers draw from it.
+
+    On torch, a `Dropout` without a seed draws from torch's global generator
+    rather than from its seed generator's state, so resuming a run exactly
+    needs that state too. The other backends draw only from seed generators.
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    states = [torch.get_rng_state()]
+    if torch.cuda.is_available():
+        states += torch.cuda.get_rng_state_all()
+    return [base64.b64encode(state.numpy().tobytes()).decode() for state in states]
+
+
+def set_global_rng_state(states: list[str] | None) -> None:
+    """Restores what `global_rng_state` returned."""
+    if not states:
+        return
+    import torch
+
+    cpu, *cuda = (
+        torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy()) for s in states
+    )
+    torch.set_rng_state(cpu)
+    if cuda:
+        torch.cuda.set_rng_state_all(list(cuda))
 
 
 def make_deterministic() -> None:

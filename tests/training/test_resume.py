@@ -67,9 +67,8 @@ def _state(output_dir):
     return model, history
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_a_run_killed_twice_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path, seed):
-    rng = random.Random(seed)
+def test_a_run_killed_twice_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
+    rng = random.Random()  # other kill moments each time; the result must not depend on them
     _kill_after_checkpoint(tmp_path, 1, rng)
     _kill_after_checkpoint(tmp_path, rng.randint(2, EPOCHS - 1), rng)
     assert not (tmp_path / "metrics.json").exists()
@@ -103,9 +102,9 @@ def test_a_crash_while_checkpointing_leaves_the_previous_checkpoint(tmp_path, mo
         checkpoints.save(tmp_path, net, epoch=2, history={"loss": [1.0, 0.5]}, config=config)
     monkeypatch.undo()
 
-    restored, epoch, history = checkpoints.load(tmp_path, config)
-    assert epoch == 1 and history == {"loss": [1.0]}
-    for want, got in zip(saved, restored.get_weights(), strict=True):
+    restored = checkpoints.load(tmp_path, config)
+    assert restored.epoch == 1 and restored.history == {"loss": [1.0]}
+    for want, got in zip(saved, restored.net.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
 
 
