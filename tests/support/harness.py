@@ -92,14 +92,18 @@ def run_model_test(name, init_kwargs, tmp_path):
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone.predict(x, verbose=0), predictions, atol=1e-6)
 
-    # One training step lowers the loss on its batch, measured in training mode
-    # (inference-mode BatchNorm would also see its moving statistics move).
+    # Ten training steps lower the loss on their batch, measured in training
+    # mode (inference-mode BatchNorm would also see its moving statistics
+    # move). Not one tiny step: BatchNorm over a few near-equal values (tiny
+    # inputs reach 1x1 maps) is noisier in float32 than such a step's gain.
     # Custom-step models have their own tests of which way each loss moves.
-    # Small enough that a first-order decrease holds for every model.
-    compile_for_task(model, task, keras.optimizers.SGD(learning_rate=1e-3))
+    compile_for_task(model, task, keras.optimizers.SGD(learning_rate=1e-2))
     if task not in ("generative", "distillation", "self_supervised"):
-        before = model.train_on_batch(x, y, return_dict=True)["loss"]
-        after = model.train_on_batch(x, y, return_dict=True)["loss"]
+        before = float(model.train_on_batch(x, y, return_dict=True)["loss"])
+        for _ in range(9):
+            model.train_on_batch(x, y)
+        model.reset_metrics()  # the loss below is that of the 11th batch alone
+        after = float(model.train_on_batch(x, y, return_dict=True)["loss"])
         assert np.isfinite(after) and after < before, (before, after)
 
     # .keras save and load: same weights, same predictions, still compiled.
