@@ -63,7 +63,10 @@ def test_bad_arrays_fail_in_one_line(x, y, message):
 
 
 def test_unknown_data_set_lists_the_known_ones():
-    with pytest.raises(ZooError, match="Unknown data set 'digit'. Expected one of: digits, digits_segmentation, mnist"):
+    with pytest.raises(
+        ZooError,
+        match="Unknown data set 'digit'. Expected one of: digits, digits_segmentation, mnist",
+    ):
         load_dataset("digit")
 
 
