@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 import zoo
-from training import callbacks, outputs
+from training import callbacks, distribute, outputs
 from training.config import FitConfig
 from training.data import Dataset, from_arrays, load_dataset
 from training.seeding import seed_everything
@@ -91,7 +91,8 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
             arrays to split. Defaults to `"digits"`.
         **options: fields of `FitConfig`: `epochs`, `batch_size`, `optimizer`,
             `learning_rate`, `seed`, `output_dir`, `overwrite`, `tensorboard`,
-            `model_kwargs`, `verbose` and the split fractions.
+            `model_kwargs`, `verbose`, `distribute`, `devices` and the split
+            fractions.
 
     Returns:
         A `FitResult`; its `metrics` hold `test_loss` and, for classifiers,
@@ -103,12 +104,18 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     >>> result.metrics["test_accuracy"]
     """
     config = FitConfig.from_options(**options)
+    if config.distribute and distribute.active() is None:
+        # The whole run happens on the replicas: the model is built, compiled,
+        # trained and tested there.
+        _check_distributable(model)
+        with distribute.data_parallel(config.devices):
+            return fit(model, dataset, **options)
     if isinstance(model, str):
         zoo.model_task(model)  # an unknown name fails before any work
     output_dir = config.output_dir and outputs.prepare_dir(
-        config.output_dir, overwrite=config.overwrite
+        distribute.run_dir(config.output_dir), overwrite=config.overwrite
     )
-    extra_callbacks = []
+    extra_callbacks = distribute.callbacks()
     if config.tensorboard:
         if not output_dir:
             raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
@@ -134,19 +141,16 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
         extra_callbacks.append(callbacks.SampleGrid(output_dir, seed=config.seed))
 
     history = net.fit(
-        data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
+        **distribute.fit_inputs(data, config.batch_size, config.seed),
         epochs=config.epochs,
-        batch_size=config.batch_size,
         callbacks=extra_callbacks,
-        verbose=config.verbose,
+        verbose=config.verbose if distribute.is_chief() else 0,
     )
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
     metrics = _test_metrics(net, data, config.batch_size)
     if output_dir:
         _write_run(output_dir, net, data, config, history, metrics)
-    return FitResult(net, history, metrics, output_dir)
+    return FitResult(net, history, metrics, output_dir if distribute.is_chief() else None)
 
 
 def evaluate(model_path, dataset="digits", *, batch_size=32, seed=0) -> dict[str, float]:
@@ -233,15 +237,21 @@ def _train_teacher(distiller, data, config):
     teacher.trainable = True
     compile_for_task(teacher, "classification", config.make_optimizer())
     teacher.fit(
-        data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
+        **distribute.fit_inputs(data, config.batch_size, config.seed),
         epochs=config.epochs,
-        batch_size=config.batch_size,
+        callbacks=distribute.callbacks(),
         verbose=config.verbose,
     )
     teacher.trainable = False
     distiller.teacher_trained = True
+
+
+def _check_distributable(model):
+    if not isinstance(model, str):
+        raise ZooError(
+            "Expected a zoo model name for distribute='data', to build on the replicas. "
+            f"Received: model of type {type(model).__name__}"
+        )
 
 
 def _dataset(dataset, config) -> Dataset:
@@ -324,7 +334,9 @@ def _check_inputs(net, x, name):
 
 def _test_metrics(net, data, batch_size):
     results = net.evaluate(
-        data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True
+        **distribute.evaluation_inputs(data.x_test, data.y_test, batch_size),
+        verbose=0,
+        return_dict=True,
     )
     return {f"test_{k}": float(v) for k, v in results.items()}
 
