@@ -23,17 +23,21 @@ FIT_DEFAULTS = {
 }
 # training.export.FORMATS, without importing keras; a test checks they agree.
 EXPORT_FORMATS = ("onnx", "tf_saved_model", "torch")
+# training.config.DISTRIBUTE_MODES, without importing keras; a test checks they agree.
+DISTRIBUTE_MODES = ("data",)
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        backends.select(args.backend)
+        backend = backends.select(args.backend)
     except ValueError as exc:
         return _fail(exc)
     if getattr(args, "deterministic", False):
         # Read by the frameworks when they start, so set before keras is imported.
         os.environ.update(backends.deterministic_environment())
+    if _needs_torchrun(args, backend):
+        return _torchrun(args.devices, sys.argv[1:] if argv is None else argv)
     from zoo import ZooError
 
     try:
@@ -61,10 +65,34 @@ def _fit(args):
         freeze_backbone=args.freeze_backbone,
         deterministic=args.deterministic,
         verbose=args.verbose,
+        distribute=args.distribute,
+        devices=args.devices,
     )
+    if result.output_dir is None:
+        return 0  # a data-parallel process other than the chief: it wrote nothing
     print(f"Wrote {output_dir}", file=sys.stderr)
     print(json.dumps(result.metrics))
     return 0
+
+
+def _needs_torchrun(args, backend):
+    """Whether `fit` asks torch for several processes and torchrun has not started them."""
+    return (
+        getattr(args, "command", None) is _fit
+        and backend == "torch"
+        and args.distribute is not None
+        and (args.devices or 1) > 1
+        and "LOCAL_RANK" not in os.environ
+    )
+
+
+def _torchrun(processes, argv) -> int:
+    """Runs this command again in `processes` local processes under torchrun."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={processes}", "-m", "training", *argv]
+    return subprocess.run(command, check=False).returncode
 
 
 def _evaluate(args):
@@ -236,6 +264,17 @@ def _parser():
         default=[],
         metavar="KEY=VALUE",
         help="model builder argument, VALUE as JSON, e.g. hidden_units=[512,512] (repeatable)",
+    )
+    fit.add_argument(
+        "--distribute",
+        choices=DISTRIBUTE_MODES,
+        help="data: train data-parallel, --batch-size being the global batch (default: one device)",
+    )
+    fit.add_argument(
+        "--devices",
+        type=int,
+        help="with --distribute: replicas on this host (default: every device; on torch, "
+        "N > 1 starts N processes under torchrun)",
     )
     fit.add_argument(
         "--verbose",

@@ -22,6 +22,9 @@ OPTIMIZERS = {
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_LEARNING_RATE = 5e-3
 
+# The `distribute=` values: data parallelism (training.distribute).
+DISTRIBUTE_MODES = ("data",)
+
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
@@ -56,6 +59,12 @@ class FitConfig:
             exactly without it. Defaults to `False`.
         verbose: Keras' verbosity: `"auto"`, `0` (silent), `1` (progress bar)
             or `2` (a line per epoch). Defaults to `"auto"`.
+        distribute: `"data"` trains data-parallel (see `training.distribute`):
+            `batch_size` is then the global batch, split over the replicas.
+            Defaults to `None`: one device.
+        devices: with `distribute`, the replicas on this host: devices for JAX
+            and TensorFlow, torchrun processes for PyTorch. Defaults to `None`:
+            every local device, or torchrun's `--nproc-per-node`.
     """
 
     epochs: int = 30
@@ -72,6 +81,8 @@ class FitConfig:
     freeze_backbone: bool = False
     deterministic: bool = False
     verbose: str | int = "auto"
+    distribute: str | None = None
+    devices: int | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -98,6 +109,23 @@ class FitConfig:
                 raise ZooError(
                     f"Expected {name} to be a number in (0, 0.5). Received: {name}={value!r}"
                 )
+        if self.distribute not in (None, *DISTRIBUTE_MODES):
+            modes = ", ".join(map(repr, DISTRIBUTE_MODES))
+            raise ZooError(
+                f"Expected distribute to be None or one of {modes}. "
+                f"Received: distribute={self.distribute!r}"
+            )
+        if self.devices is not None and (
+            isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1
+        ):
+            raise ZooError(
+                f"Expected devices to be a positive int. Received: devices={self.devices!r}"
+            )
+        if self.devices is not None and self.distribute is None:
+            raise ZooError(
+                f"Expected distribute='data' with devices. Received: devices={self.devices}, "
+                "distribute=None"
+            )
         if self.verbose not in ("auto", 0, 1, 2):
             raise ZooError(
                 f"Expected verbose to be 'auto', 0, 1 or 2. Received: verbose={self.verbose!r}"

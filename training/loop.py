@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 import zoo
-from training import callbacks, checkpoints, outputs
+from training import callbacks, checkpoints, distribute, outputs
 from training.config import FitConfig
 from training.data import Dataset, from_arrays, load_dataset
 from training.seeding import make_deterministic, seed_everything
@@ -91,7 +91,8 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
             arrays to split. Defaults to `"digits"`.
         **options: fields of `FitConfig`: `epochs`, `batch_size`, `optimizer`,
             `learning_rate`, `seed`, `output_dir`, `overwrite`, `tensorboard`,
-            `model_kwargs`, `verbose` and the split fractions.
+            `model_kwargs`, `verbose`, `distribute`, `devices` and the split
+            fractions.
 
     Returns:
         A `FitResult`; its `metrics` hold `test_loss` and, for classifiers,
@@ -103,10 +104,16 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     >>> result.metrics["test_accuracy"]
     """
     config = FitConfig.from_options(**options)
+    if config.distribute and distribute.active() is None:
+        # The whole run happens on the replicas: the model is built, compiled,
+        # trained and tested there.
+        _check_distributable(model)
+        with distribute.data_parallel(config.devices):
+            return fit(model, dataset, **options)
     if isinstance(model, str):
         zoo.model_task(model)  # an unknown name fails before any work
     output_dir = config.output_dir and outputs.prepare_dir(
-        config.output_dir, overwrite=config.overwrite
+        distribute.run_dir(config.output_dir), overwrite=config.overwrite
     )
     if output_dir and config.overwrite:
         checkpoints.remove(output_dir)
@@ -116,7 +123,8 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
         make_deterministic()
     seed_everything(config.seed)
     data = _dataset(dataset, config)
-    resumed = output_dir and checkpoints.load(output_dir, config)
+    # Every data-parallel process resumes from the chief's checkpoint.
+    resumed = output_dir and not config.overwrite and checkpoints.load(config.output_dir, config)
     if resumed:
         net, task = resumed.net, _task(model, data)
     else:
@@ -136,7 +144,7 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     if output_dir:
         _write_run(output_dir, net, data, config, history, metrics)
         checkpoints.remove(output_dir)
-    return FitResult(net, history, metrics, output_dir)
+    return FitResult(net, history, metrics, output_dir if distribute.is_chief() else None)
 
 
 def _prepare_training(net, task, data, config):
@@ -160,7 +168,7 @@ def _train(net, task, data, config, output_dir, resumed):
     """
     start_epoch, history = (resumed.epoch, resumed.history) if resumed else (0, {})
     nan_stop = callbacks.StopOnNaN()
-    extra = [nan_stop, callbacks.RunProgress(config.epochs)]
+    extra = [nan_stop, callbacks.RunProgress(config.epochs), *distribute.callbacks()]
     if resumed:
         extra.append(callbacks.RestoreGlobalRNG(resumed.global_rng_state))
     if config.tensorboard:
@@ -168,17 +176,12 @@ def _train(net, task, data, config, output_dir, resumed):
     if task == "generative" and output_dir:
         extra.append(callbacks.SampleGrid(output_dir, seed=config.seed))
     for epoch in range(start_epoch, config.epochs):
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(data.x_train))
         epoch_history = net.fit(
-            data.x_train[order],
-            data.y_train[order],
-            validation_data=(data.x_val, data.y_val),
+            **distribute.fit_inputs(data, config.batch_size, config.seed, epoch),
             initial_epoch=epoch,
             epochs=epoch + 1,
-            batch_size=config.batch_size,
-            shuffle=False,
             callbacks=extra,
-            verbose=config.verbose,
+            verbose=config.verbose if distribute.is_chief() else 0,
         )
         if nan_stop.stopped_at:
             where = (
@@ -286,16 +289,24 @@ def _train_teacher(distiller, data, config):
     teacher = distiller.teacher
     teacher.trainable = True
     compile_for_task(teacher, "classification", config.make_optimizer())
-    teacher.fit(
-        data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        verbose=config.verbose,
-    )
+    for epoch in range(config.epochs):
+        teacher.fit(
+            **distribute.fit_inputs(data, config.batch_size, config.seed, epoch),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            callbacks=distribute.callbacks(),
+            verbose=config.verbose if distribute.is_chief() else 0,
+        )
     teacher.trainable = False
     distiller.teacher_trained = True
+
+
+def _check_distributable(model):
+    if not isinstance(model, str):
+        raise ZooError(
+            "Expected a zoo model name for distribute='data', to build on the replicas. "
+            f"Received: model of type {type(model).__name__}"
+        )
 
 
 def _dataset(dataset, config) -> Dataset:
@@ -385,7 +396,9 @@ def _check_inputs(net, x, name):
 
 def _test_metrics(net, data, batch_size):
     results = net.evaluate(
-        data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True
+        **distribute.evaluation_inputs(data.x_test, data.y_test, batch_size),
+        verbose=0,
+        return_dict=True,
     )
     return {f"test_{k}": float(v) for k, v in results.items()}
 

@@ -10,6 +10,7 @@ from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS
 
 import training
 import zoo
+from runs import RUN_FILES
 from training.config import FitConfig
 from zoo import ZooError
 
@@ -32,14 +33,7 @@ def finished_run(tmp_path_factory):
 
 def test_fit_writes_a_complete_run(finished_run):
     result, output_dir = finished_run
-    assert sorted(os.listdir(output_dir)) == [
-        "config.json",
-        "curves.png",
-        "history.json",
-        "metrics.json",
-        "model.keras",
-        "model.keras.sha256",
-    ]
+    assert sorted(os.listdir(output_dir)) == RUN_FILES
     history = json.loads((output_dir / "history.json").read_text())
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(values) == 2 for values in history.values())

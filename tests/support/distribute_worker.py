@@ -1,0 +1,166 @@
+"""Run by test_distribute.py in a fresh process (KERAS_BACKEND set; under
+torchrun for torch), as the backends' devices are fixed when they start.
+
+    python distribute_worker.py TASK OUTPUT_DIR [DEVICES]
+
+TASK is `equivalence`, `custom_step` or a generative zoo model's name.
+
+DEVICES, the replicas per host, defaults to 2; `all` leaves the choice to the
+backend (one per worker under TF_CONFIG or jax.distributed). Each process
+writes `OUTPUT_DIR/result_<torch rank, else 0>.json`; the chief's run also
+writes its run directory under OUTPUT_DIR.
+"""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+from keras import ops
+
+import training
+import zoo
+from training import distribute
+from training.data import Dataset, load_dataset
+from training.loop import compile_for_task
+from training.steps import CustomStepModel, value_and_grad
+
+DEVICES = {"all": None}.get(sys.argv[3], sys.argv[3]) if len(sys.argv) > 3 else 2
+DEVICES = DEVICES and int(DEVICES)
+BATCH_SIZE = 32
+EPOCHS = 2
+LEARNING_RATE = 0.1
+
+
+def equivalence(output_dir):
+    """mlp on digits, data-parallel, against one device on the same batches."""
+    data = load_dataset("digits")
+    assert len(data.x_train) % BATCH_SIZE, "the last batch must be partial"
+    result = training.fit(
+        "mlp",
+        data,
+        distribute="data",
+        devices=DEVICES,
+        optimizer="sgd",
+        learning_rate=LEARNING_RATE,
+        batch_size=BATCH_SIZE,
+        epochs=EPOCHS,
+        output_dir=os.path.join(output_dir, "run"),
+        verbose=0,
+    )
+    # One device (the distribution is over): the same start, batches, steps.
+    training.seed_everything(0)
+    reference = zoo.create_model("mlp", input_shape=data.input_shape, num_classes=10)
+    compile_for_task(reference, "classification", keras.optimizers.SGD(LEARNING_RATE))
+    _train_on_global_batches(reference, data.x_train, data.y_train, seed=0)
+    inputs = data.x_test[:16]
+    np.save(os.path.join(output_dir, f"predictions_{_process()}.npy"), result.model.predict(inputs))
+    return {
+        "max_abs_diff": _max_abs_diff(result.model, reference),
+        "steps": int(ops.convert_to_numpy(result.model.optimizer.iterations)),
+        "expected_steps": EPOCHS * (len(data.x_train) // BATCH_SIZE),
+        "output_dir": result.output_dir,
+        "test_accuracy": result.metrics["test_accuracy"],
+        "history": result.history,
+    }
+
+
+@keras.saving.register_keras_serializable(package="test")
+class Regressor(CustomStepModel):
+    """A linear model whose written-once step mixes an ops loss and a Keras
+    `Loss` object, which TensorFlow's replicas scale differently."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.net = keras.Sequential([keras.Input((64,)), keras.layers.Dense(3, name="dense")])
+        self.mse = keras.losses.MeanSquaredError()
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, x):
+        return self.net(x)
+
+    def fit_step(self, data):
+        # train_on_batch hands torch the NumPy arrays as they are.
+        x, y = map(ops.convert_to_tensor, keras.utils.unpack_x_y_sample_weight(data)[:2])
+        variables = self.net.trainable_variables
+
+        def loss_fn():
+            prediction = self.net(x)
+            return ops.mean(ops.abs(prediction - y)) + self.mse(y, prediction)
+
+        loss, grads = value_and_grad(loss_fn, variables)
+        self.optimizer["model"].apply(grads, variables)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    def evaluate_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self.loss_tracker.update_state(ops.mean(ops.abs(self.net(x) - y)))
+        return {"loss": self.loss_tracker.result()}
+
+
+def custom_step(output_dir):
+    """A written-once step, data-parallel, against one device on the same batches."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 64)).astype("float32")
+    y = (x[:, :3] * 2.0 + 1.0).astype("float32")
+    data = Dataset("regression", x, y, x[:20], y[:20], x[:20], y[:20], None)
+    with distribute.data_parallel(DEVICES):
+        training.seed_everything(0)
+        replicated = Regressor()
+        replicated.compile(keras.optimizers.SGD(LEARNING_RATE))
+        for epoch in range(EPOCHS):
+            replicated.fit(
+                **distribute.fit_inputs(data, BATCH_SIZE, seed=0, epoch=epoch),
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                callbacks=distribute.callbacks(),
+                verbose=0,
+            )
+    training.seed_everything(0)
+    reference = Regressor()
+    reference.compile(keras.optimizers.SGD(LEARNING_RATE))
+    _train_on_global_batches(reference, x, y, seed=0)
+    return {"max_abs_diff": _max_abs_diff(replicated, reference)}
+
+
+def generative(name, output_dir):
+    """A zoo model with a written-once step (dcgan, vae) trains data-parallel."""
+    run = training.fit(
+        name,
+        "digits",
+        distribute="data",
+        devices=DEVICES,
+        batch_size=64,
+        epochs=1,
+        output_dir=os.path.join(output_dir, name),
+        verbose=0,
+    )
+    return {"history": run.history, "output_dir": run.output_dir}
+
+
+def _train_on_global_batches(model, x, y, seed):
+    for epoch in range(EPOCHS):
+        batches = distribute.GlobalBatches(x, y, BATCH_SIZE, seed=seed, epoch=epoch)
+        for index in range(len(batches)):
+            model.train_on_batch(*batches[index])
+
+
+def _max_abs_diff(model, reference):
+    return max(
+        float(np.max(np.abs(ops.convert_to_numpy(a) - ops.convert_to_numpy(b))))
+        for a, b in zip(model.weights, reference.weights, strict=True)
+    )
+
+
+def _process():
+    return int(os.environ.get("RANK", 0))  # torchrun's; other launchers get a dir each
+
+
+if __name__ == "__main__":
+    task, output_dir = sys.argv[1:3]
+    tasks = {"equivalence": equivalence, "custom_step": custom_step}
+    result = tasks[task](output_dir) if task in tasks else generative(task, output_dir)
+    with open(os.path.join(output_dir, f"result_{_process()}.json"), "w") as f:
+        json.dump(result, f)
