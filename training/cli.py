@@ -1,4 +1,4 @@
-"""`python -m training fit|evaluate|predict|export|list|info`: flags in, library calls out.
+"""`python -m training fit|evaluate|predict|export|bench|list|info`: flags in, library calls out.
 
 Only argparse and the backend choice run before keras is imported, so
 `--backend` takes effect.
@@ -27,7 +27,11 @@ EXPORT_FORMATS = ("onnx", "tf_saved_model", "torch")
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command is _bench:  # measures each backend in a process of its own
+        return _bench(args)
     try:
+        if args.backend == "auto" and args.command is _fit:
+            args.backend = _auto_backend(args)
         backends.select(args.backend)
     except ValueError as exc:
         return _fail(exc)
@@ -60,6 +64,36 @@ def _fit(args):
     )
     print(f"Wrote {output_dir}", file=sys.stderr)
     print(json.dumps(result.metrics))
+    return 0
+
+
+def _auto_backend(args):
+    from training import autobackend
+
+    choice = autobackend.choose(
+        args.model, args.dataset, batch_size=args.batch_size, model_kwargs=dict(args.model_arg)
+    )
+    print(f"Backend auto: {choice.backend} ({choice.reason})", file=sys.stderr)
+    return choice.backend
+
+
+def _bench(args):
+    from training import bench
+
+    try:
+        records = bench.run(
+            args.models,
+            args.backends,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            repeats=args.repeats,
+        )
+    except (ValueError, RuntimeError) as exc:
+        return _fail(exc)
+    print(bench.table(records))
+    if args.json:
+        bench.write_json(args.json, records)
+        print(f"Wrote {args.json}", file=sys.stderr)
     return 0
 
 
@@ -174,7 +208,8 @@ def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--backend",
-        help=f"Keras backend: {', '.join(backends.BACKENDS)}. Defaults to $KERAS_BACKEND.",
+        help=f"Keras backend: {', '.join(backends.BACKENDS)}; for fit also auto, the fastest "
+        "installed one for the model (measured once per machine). Defaults to $KERAS_BACKEND.",
     )
     parser = argparse.ArgumentParser(
         prog="python -m training",
@@ -273,6 +308,25 @@ def _parser():
         help="the .onnx file, SavedModel directory or .pt2 file to write",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    bench = commands.add_parser(
+        "bench", help="time training and inference against native loops; prints a table"
+    )
+    bench.set_defaults(command=_bench)
+    bench.add_argument(
+        "--models", nargs="+", metavar="MODEL", help="(default: mlp simple_cnn resnet18)"
+    )
+    bench.add_argument(
+        "--backends", nargs="+", metavar="BACKEND", help="(default: every installed backend)"
+    )
+    bench.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    bench.add_argument(
+        "--steps", type=int, help="steps per timed epoch (default: about a second's worth)"
+    )
+    bench.add_argument(
+        "--repeats", type=int, default=5, help="timed epochs, of which the median (default: 5)"
+    )
+    bench.add_argument("--json", metavar="FILE", help="also write the records as JSON")
 
     list_ = commands.add_parser("list", parents=[common], help="list model names")
     list_.set_defaults(command=_list)

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 import zoo
-from training import callbacks, outputs
+from training import callbacks, outputs, performance
 from training.config import FitConfig
 from training.data import Dataset, from_arrays, load_dataset
 from training.seeding import seed_everything
@@ -80,7 +80,7 @@ class FitResult:
     output_dir: str | None
 
 
-def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
+def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) -> FitResult:
     """Trains a model on a data set and evaluates it on the held-out test split.
 
     Args:
@@ -89,6 +89,8 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
             Defaults to `"simple_cnn"`.
         dataset: a data set name, a `training.Dataset`, or an `(x, y)` pair of
             arrays to split. Defaults to `"digits"`.
+        keras_callbacks: more `keras.callbacks.Callback`s for `model.fit`.
+            Defaults to `()`.
         **options: fields of `FitConfig`: `epochs`, `batch_size`, `optimizer`,
             `learning_rate`, `seed`, `output_dir`, `overwrite`, `tensorboard`,
             `model_kwargs`, `verbose` and the split fractions.
@@ -108,7 +110,7 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
     output_dir = config.output_dir and outputs.prepare_dir(
         config.output_dir, overwrite=config.overwrite
     )
-    extra_callbacks = []
+    extra_callbacks = list(keras_callbacks)
     if config.tensorboard:
         if not output_dir:
             raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
@@ -200,7 +202,7 @@ def compile_for_task(net, task, optimizer) -> None:
         net.compile(optimizer=optimizer)
         return
     loss, metrics = _OBJECTIVES[task](net)
-    net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    net.compile(optimizer=optimizer, loss=loss, metrics=metrics, **performance.compile_options(net))
 
 
 def freeze_backbone(net) -> keras.Layer:
