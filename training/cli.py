@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from training import backends
+from training import backends, bench  # neither imports keras
 
 # `fit`'s flag defaults come from FitConfig; these mirror it without importing
 # keras, and a test checks they agree.
@@ -78,8 +78,6 @@ def _auto_backend(args):
 
 
 def _bench(args):
-    from training import bench
-
     try:
         records = bench.run(
             args.models,
@@ -309,24 +307,37 @@ def _parser():
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
-    bench = commands.add_parser(
+    bench_ = commands.add_parser(
         "bench", help="time training and inference against native loops; prints a table"
     )
-    bench.set_defaults(command=_bench)
-    bench.add_argument(
-        "--models", nargs="+", metavar="MODEL", help="(default: mlp simple_cnn resnet18)"
+    bench_.set_defaults(command=_bench)
+    bench_.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help=f"from {', '.join(bench.MODELS)} (default: all)",
     )
-    bench.add_argument(
+    bench_.add_argument(
         "--backends", nargs="+", metavar="BACKEND", help="(default: every installed backend)"
     )
-    bench.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    bench.add_argument(
-        "--steps", type=int, help="steps per timed epoch (default: about a second's worth)"
+    bench_.add_argument(
+        "--batch-size",
+        type=int,
+        default=bench.DEFAULT_BATCH_SIZE,
+        help="(default: %(default)s)",
     )
-    bench.add_argument(
-        "--repeats", type=int, default=5, help="timed epochs, of which the median (default: 5)"
+    bench_.add_argument(
+        "--steps",
+        type=int,
+        help="steps per timed epoch (default: per model, a second's work or more)",
     )
-    bench.add_argument("--json", metavar="FILE", help="also write the records as JSON")
+    bench_.add_argument(
+        "--repeats",
+        type=int,
+        default=bench.DEFAULT_REPEATS,
+        help="timed epochs; a rate is their median (default: %(default)s)",
+    )
+    bench_.add_argument("--json", metavar="FILE", help="also write the records as JSON")
 
     list_ = commands.add_parser("list", parents=[common], help="list model names")
     list_.set_defaults(command=_list)

@@ -141,7 +141,14 @@ def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) 
         validation_data=(data.x_val, data.y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        callbacks=extra_callbacks,
+        callbacks=performance.callback_list(
+            extra_callbacks,
+            net,
+            epochs=config.epochs,
+            samples=len(data.x_train),
+            batch_size=config.batch_size,
+            verbose=config.verbose,
+        ),
         verbose=config.verbose,
     )
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -188,7 +195,7 @@ def predict(model_path, x, *, batch_size=32) -> np.ndarray:
     else:
         x, name = np.asarray(x, dtype="float32"), "inputs"
     _check_inputs(net, x, name)
-    return np.asarray(net.predict(x, batch_size=batch_size, verbose=0))
+    return performance.predict(net, x, batch_size=batch_size)
 
 
 def compile_for_task(net, task, optimizer) -> None:
@@ -202,7 +209,8 @@ def compile_for_task(net, task, optimizer) -> None:
         net.compile(optimizer=optimizer)
         return
     loss, metrics = _OBJECTIVES[task](net)
-    net.compile(optimizer=optimizer, loss=loss, metrics=metrics, **performance.compile_options(net))
+    net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    performance.configure(net)
 
 
 def freeze_backbone(net) -> keras.Layer:

@@ -10,13 +10,15 @@ import os
 import pathlib
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
+import training
 import zoo
-from training import autobackend, backends, bench, cli
+from training import autobackend, backends, bench, cli, performance
 from training.bench import worker
 
 BACKEND = keras.backend.backend()
@@ -145,3 +147,36 @@ def test_calibration_picks_an_installed_backend_and_caches_it(tmp_path, monkeypa
     assert set(entry["samples_per_s"]) == set(backends.installed())
     again = autobackend.choose("mlp", "digits", batch_size=64)
     assert again.backend == choice.backend and "cached" in again.reason
+
+
+def test_fit_speed_settings_stay_out_of_the_saved_model(tmp_path):
+    """torch refuses steps_per_execution > 1: a model trained with it on
+    TensorFlow must still load and evaluate on torch."""
+    result = training.fit("mlp", "digits", epochs=1, output_dir=str(tmp_path), verbose=0)
+    assert result.model.steps_per_execution == performance.STEPS_PER_EXECUTION.get(BACKEND, 1)
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
+        saved = json.loads(archive.read("config.json"))
+    assert saved["compile_config"]["steps_per_execution"] == 1
+
+
+def test_the_callback_list_skips_only_unheard_batch_hooks():
+    class Counter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    model = zoo.create_model("mlp", input_shape=(3,), num_classes=2)
+    quiet = performance.callback_list([], model, epochs=1, samples=8, batch_size=4, verbose=0)
+    assert not any(quiet._listened.values())
+    counter = Counter()
+    heard = performance.callback_list(
+        [counter], model, epochs=1, samples=8, batch_size=4, verbose=0
+    )
+    assert heard._listened["on_train_batch_end"] and not heard._listened["on_test_batch_end"]
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=heard)
+    assert counter.batches == 2  # steps_per_execution is fit's, not this compile's

@@ -2,10 +2,10 @@
 in each backend's framework: `python -m training bench`.
 
 The zoo side is `training.fit` as it runs by default (the data format,
-compilation and data feeding it chooses) and `model.predict`, as
-`training.predict` calls it. The native side is the same architecture (the
-same weight sizes, checked), batch size, synthetic data, SGD and float32,
-written as that framework's users write it:
+compilation, callbacks and data feeding it chooses; `verbose=0`, as in any
+scripted run) and `model.predict`, as `training.predict` calls it. The native
+side is the same architecture (the same weight sizes, checked), batch size,
+synthetic data, SGD and float32, written as that framework's users write it:
 
 - torch: an `nn.Module` and a plain loop, eager and under `torch.compile`;
 - tensorflow: a `tf.Module`, `GradientTape` under `tf.function`, with XLA and
@@ -38,8 +38,9 @@ from training import backends as backends_module
 # Model -> `zoo.create_model` arguments besides the input shape and class count.
 MODELS = {"mlp": {}, "simple_cnn": {}, "resnet18": {"stem": "small"}}
 INPUT_SHAPE = (32, 32, 3)
-# Steps per timed epoch: an epoch of each lasts about a second on a 2-core CPU.
-DEFAULT_STEPS = {"mlp": 100, "simple_cnn": 20, "resnet18": 3}
+# Steps per timed epoch: at least a second's work on a 2-core CPU, most of a
+# minute for all of a model's epochs on one backend.
+DEFAULT_STEPS = {"mlp": 100, "simple_cnn": 30, "resnet18": 2}
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_REPEATS = 5
 # Every record holds these; `native_variant(s)` and `parameters` add detail.

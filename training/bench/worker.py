@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 import training
-import training.data
-from training.data import Dataset
+from training import performance
+from training.data import Dataset, from_arrays
 from training.outputs import write_json
 from zoo.flops import count_flops
 
@@ -193,7 +193,7 @@ def measure_model(model, model_kwargs, *, input_shape, batch_size, steps, repeat
     x_zoo, zoo_seconds = in_image_format(x), []
     for _ in range(1 + repeats):
         start = time.perf_counter()
-        net.predict(x_zoo, batch_size=batch_size, verbose=0)
+        performance.predict(net, x_zoo, batch_size=batch_size)
         zoo_seconds.append(time.perf_counter() - start)
         predict()
     records.append(_record(model, backend, "predict", samples, zoo_seconds, predict))
@@ -234,7 +234,7 @@ def calibrate(config) -> float:
     over a few steps after a warm-up epoch."""
     if config["dataset"] is None:
         with np.load(config["arrays"], allow_pickle=False) as f:
-            data = training.data.from_arrays(f["x"], f["y"])
+            data = from_arrays(f["x"], f["y"])
     else:
         data = training.load_dataset(config["dataset"])
     batch_size = config["batch_size"]
