@@ -2,9 +2,10 @@
 only that backend installed, plus accelerator variants, a cross-backend session
 and lint.
 
-    nox                      # everything; GPU sessions skip where there is no GPU
+    nox                      # every test session; GPU sessions skip where there is no GPU
     nox -s test-torch        # one backend
     nox -s test-jax -- -k registry   # arguments after -- go to pytest
+    nox -s bench             # zoo against native loops: a table and bench.json
 """
 
 import shutil
@@ -84,3 +85,14 @@ def lint(session):
     """ruff."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
+
+
+# Not in the default run: a benchmark takes minutes and is not a test.
+@nox.session(default=False)
+def bench(session):
+    """Time the zoo against native loops on every backend (CPU); writes bench.json.
+
+    Prints the table; arguments after -- go to `python -m training bench`.
+    """
+    session.install(*CPU_CONSTRAINTS, ".[all]")
+    session.run("python", "-m", "training", "bench", "--json", "bench.json", *session.posargs)

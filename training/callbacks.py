@@ -57,7 +57,18 @@ class _ScalarWriter(keras.callbacks.Callback):
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stops training at the first step whose loss is NaN or infinite, and
-    records where (Keras' `TerminateOnNaN` only prints it)."""
+    records where (Keras' `TerminateOnNaN` only prints it).
+
+    `steps` names the step: `"step 6"`, or, where the model runs several steps
+    per call (`steps_per_execution`) and the loss is seen once per call,
+    `"one of steps 1-32"`.
+
+    It is `async_safe`: on backends that allow it, Keras runs it on a helper
+    thread, off the training loop, and waits for it at the epoch's end. Steps
+    may then be checked out of order, so the earliest bad one is kept.
+    """
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
@@ -67,8 +78,16 @@ class StopOnNaN(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
-            self.stopped_at, self.value = batch + 1, float(loss)
+            if self.stopped_at is None or batch + 1 < self.stopped_at:
+                self.stopped_at, self.value = batch + 1, float(loss)
             self.model.stop_training = True
+
+    @property
+    def steps(self) -> str:
+        per_call = self.model.steps_per_execution
+        if per_call == 1:
+            return f"step {self.stopped_at}"
+        return f"one of steps {max(1, self.stopped_at - per_call + 1)}-{self.stopped_at}"
 
 
 class RestoreGlobalRNG(keras.callbacks.Callback):

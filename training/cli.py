@@ -1,4 +1,4 @@
-"""`python -m training fit|evaluate|predict|export|list|info`: flags in, library calls out.
+"""`python -m training fit|evaluate|predict|export|bench|list|info`: flags in, library calls out.
 
 Only argparse and the backend choice run before keras is imported, so
 `--backend` takes effect.
@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from training import backends
+from training import backends, bench  # neither imports keras
 
 # `fit`'s flag defaults come from FitConfig; these mirror it without importing
 # keras, and a test checks they agree.
@@ -29,7 +29,11 @@ DISTRIBUTE_MODES = ("data",)
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command is _bench:  # measures each backend in a process of its own
+        return _bench(args)
     try:
+        if args.backend == "auto" and args.command is _fit:
+            args.backend = _auto_backend(args)
         backend = backends.select(args.backend)
     except ValueError as exc:
         return _fail(exc)
@@ -93,6 +97,34 @@ def _torchrun(processes, argv) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += [f"--nproc-per-node={processes}", "-m", "training", *argv]
     return subprocess.run(command, check=False).returncode
+
+
+def _auto_backend(args):
+    from training import autobackend
+
+    choice = autobackend.choose(
+        args.model, args.dataset, batch_size=args.batch_size, model_kwargs=dict(args.model_arg)
+    )
+    print(f"Backend auto: {choice.backend} ({choice.reason})", file=sys.stderr)
+    return choice.backend
+
+
+def _bench(args):
+    try:
+        records = bench.run(
+            args.models,
+            args.backends,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            repeats=args.repeats,
+        )
+    except (ValueError, RuntimeError) as exc:
+        return _fail(exc)
+    print(bench.table(records))
+    if args.json:
+        bench.write_json(args.json, records)
+        print(f"Wrote {args.json}", file=sys.stderr)
+    return 0
 
 
 def _evaluate(args):
@@ -206,7 +238,8 @@ def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--backend",
-        help=f"Keras backend: {', '.join(backends.BACKENDS)}. Defaults to $KERAS_BACKEND.",
+        help=f"Keras backend: {', '.join(backends.BACKENDS)}; for fit also auto, the fastest "
+        "installed one for the model (measured once per machine). Defaults to $KERAS_BACKEND.",
     )
     parser = argparse.ArgumentParser(
         prog="python -m training",
@@ -321,6 +354,38 @@ def _parser():
         help="the .onnx file, SavedModel directory or .pt2 file to write",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    bench_ = commands.add_parser(
+        "bench", help="time training and inference against native loops; prints a table"
+    )
+    bench_.set_defaults(command=_bench)
+    bench_.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help=f"from {', '.join(bench.MODELS)} (default: all)",
+    )
+    bench_.add_argument(
+        "--backends", nargs="+", metavar="BACKEND", help="(default: every installed backend)"
+    )
+    bench_.add_argument(
+        "--batch-size",
+        type=int,
+        default=bench.DEFAULT_BATCH_SIZE,
+        help="(default: %(default)s)",
+    )
+    bench_.add_argument(
+        "--steps",
+        type=int,
+        help="steps per timed epoch (default: per model, a second's work or more)",
+    )
+    bench_.add_argument(
+        "--repeats",
+        type=int,
+        default=bench.DEFAULT_REPEATS,
+        help="timed epochs; a rate is their median (default: %(default)s)",
+    )
+    bench_.add_argument("--json", metavar="FILE", help="also write the records as JSON")
 
     list_ = commands.add_parser("list", parents=[common], help="list model names")
     list_.set_defaults(command=_list)

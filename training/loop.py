@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 import zoo
-from training import callbacks, checkpoints, distribute, outputs
+from training import callbacks, checkpoints, distribute, outputs, performance
 from training.config import FitConfig
 from training.data import Dataset, from_arrays, load_dataset
 from training.seeding import make_deterministic, seed_everything
@@ -80,7 +80,7 @@ class FitResult:
     output_dir: str | None
 
 
-def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
+def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) -> FitResult:
     """Trains a model on a data set and evaluates it on the held-out test split.
 
     Args:
@@ -89,6 +89,8 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
             Defaults to `"simple_cnn"`.
         dataset: a data set name, a `training.Dataset`, or an `(x, y)` pair of
             arrays to split. Defaults to `"digits"`.
+        keras_callbacks: more `keras.callbacks.Callback`s for `model.fit`.
+            Defaults to `()`.
         **options: fields of `FitConfig`: `epochs`, `batch_size`, `optimizer`,
             `learning_rate`, `seed`, `output_dir`, `overwrite`, `tensorboard`,
             `model_kwargs`, `verbose`, `distribute`, `devices` and the split
@@ -138,8 +140,10 @@ def fit(model="simple_cnn", dataset="digits", **options) -> FitResult:
         data = _match_targets(net, data)
     if not resumed:
         _prepare_training(net, task, data, config)
+    elif task in _OBJECTIVES:
+        performance.configure(net)  # run-time settings are not saved with a model
 
-    history = _train(net, task, data, config, output_dir, resumed)
+    history = _train(net, task, data, config, output_dir, resumed, keras_callbacks)
     metrics = _test_metrics(net, data, config.batch_size)
     if output_dir:
         _write_run(output_dir, net, data, config, history, metrics)
@@ -158,7 +162,7 @@ def _prepare_training(net, task, data, config):
         compile_for_task(net, task, config.make_optimizer(recommended))
 
 
-def _train(net, task, data, config, output_dir, resumed):
+def _train(net, task, data, config, output_dir, resumed, keras_callbacks):
     """Trains epoch by epoch, from a `resumed` checkpoint if any, checkpointing
     after each epoch.
 
@@ -168,7 +172,10 @@ def _train(net, task, data, config, output_dir, resumed):
     """
     start_epoch, history = (resumed.epoch, resumed.history) if resumed else (0, {})
     nan_stop = callbacks.StopOnNaN()
-    extra = [nan_stop, callbacks.RunProgress(config.epochs), *distribute.callbacks()]
+    verbose = config.verbose if distribute.is_chief() else 0
+    extra = [nan_stop, *distribute.callbacks(), *keras_callbacks]
+    if verbose != 0:
+        extra.append(callbacks.RunProgress(config.epochs))
     if resumed:
         extra.append(callbacks.RestoreGlobalRNG(resumed.global_rng_state))
     if config.tensorboard:
@@ -176,12 +183,13 @@ def _train(net, task, data, config, output_dir, resumed):
     if task == "generative" and output_dir:
         extra.append(callbacks.SampleGrid(output_dir, seed=config.seed))
     for epoch in range(start_epoch, config.epochs):
+        inputs = distribute.fit_inputs(data, config.batch_size, config.seed, epoch)
         epoch_history = net.fit(
-            **distribute.fit_inputs(data, config.batch_size, config.seed, epoch),
+            **inputs,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            callbacks=extra,
-            verbose=config.verbose if distribute.is_chief() else 0,
+            callbacks=performance.callback_list(extra, net, inputs, epochs=epoch + 1),
+            verbose=verbose,
         )
         if nan_stop.stopped_at:
             where = (
@@ -192,7 +200,7 @@ def _train(net, task, data, config, output_dir, resumed):
             )
             raise ZooError(
                 f"Training stopped: the loss became {nan_stop.value} at epoch {epoch + 1}, "
-                f"step {nan_stop.stopped_at}; {where}. Expected a finite loss: try a lower "
+                f"{nan_stop.steps}; {where}. Expected a finite loss: try a lower "
                 "learning rate or check the data"
             )
         for key, values in epoch_history.history.items():
@@ -243,7 +251,7 @@ def predict(model_path, x, *, batch_size=32) -> np.ndarray:
         if x.dtype.kind == "f":
             x = x.astype("float32")
     _check_inputs(net, x, name)
-    return np.asarray(net.predict(x, batch_size=batch_size, verbose=0))
+    return performance.predict(net, x, batch_size=batch_size)
 
 
 def compile_for_task(net, task, optimizer) -> None:
@@ -258,6 +266,7 @@ def compile_for_task(net, task, optimizer) -> None:
         return
     loss, metrics = _OBJECTIVES[task](net)
     net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    performance.configure(net)
 
 
 def freeze_backbone(net) -> keras.Layer:

@@ -1,0 +1,181 @@
+"""`python -m training bench` and `--backend auto`.
+
+Benchmarks are not tests: nothing here checks a speed, only that the commands
+run, compare like with like and write what they say.
+"""
+
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import training
+import zoo
+from training import autobackend, backends, bench, cli, performance
+from training.bench import worker
+
+BACKEND = keras.backend.backend()
+
+
+def test_bench_writes_records_in_the_schema(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    tiny = ["--batch-size", "8", "--steps", "2", "--repeats", "1"]
+    code = cli.main(["bench", "--models", "mlp", "--backends", BACKEND, *tiny, "--json", str(path)])
+    assert code == 0
+    records = json.loads(path.read_text())
+    assert [(r["model"], r["backend"], r["mode"]) for r in records] == [
+        ("mlp", BACKEND, "train"),
+        ("mlp", BACKEND, "predict"),
+    ]
+    for record in records:
+        assert set(bench.FIELDS) <= set(record)
+        assert record["zoo_samples_per_s"] > 0 and record["native_samples_per_s"] > 0
+        assert record["ratio"] == pytest.approx(
+            record["zoo_samples_per_s"] / record["native_samples_per_s"]
+        )
+        assert record["gflops_per_s"] > 0 and record["peak_gflops_per_s"] > 0
+        assert record["native_variant"] in record["native_variants"]
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| model | backend | mode |")
+    assert [row.split(" | ")[2] for row in table[2:]] == ["train", "predict"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "lenet5"], "error: Expected models from mlp, simple_cnn, resnet18"),
+        (["--backends", "theano"], "error: Expected installed backends"),
+        (["--repeats", "0"], "error: Expected repeats to be a positive int. Received: repeats=0"),
+    ],
+)
+def test_bad_bench_input_is_one_line_and_exit_2(args, message, capsys):
+    assert cli.main(["bench", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", list(bench.MODELS))
+def test_native_models_have_the_zoo_models_weights(name):
+    """Same architecture: the same weight sizes, trainable and not, as the zoo
+    model in the image format `fit` uses here."""
+    native_module = importlib.import_module(f"training.bench._{worker.NATIVE[BACKEND]}_native")
+    x, y = worker.synthetic_data(bench.INPUT_SHAPE, 4)
+    kwargs = {"input_shape": bench.INPUT_SHAPE, "num_classes": 10, **bench.MODELS[name]}
+    natives = {
+        variant: native_module.Native(
+            name, kwargs, x, y, batch_size=2, learning_rate=0.1, variant=variant, seed=0
+        )
+        for variant in native_module.VARIANTS
+    }
+    model = zoo.create_model(
+        name, **{**kwargs, "input_shape": worker.in_image_format_shape(bench.INPUT_SHAPE)}
+    )
+    worker.check_same_weights(model, natives, name)  # raises on a mismatch
+    native = natives[native_module.VARIANTS[0]]
+    native.train_epoch()
+    assert native.predict_epoch().shape == (4, 10)
+
+
+def _no_calibration(*args, **kwargs):
+    raise AssertionError("calibrated")
+
+
+def test_one_installed_backend_is_chosen_without_calibrating(monkeypatch):
+    monkeypatch.setattr(backends, "installed", lambda: [BACKEND])
+    monkeypatch.setattr(autobackend, "calibrate", _no_calibration)
+    assert autobackend.choose("mlp", "digits").backend == BACKEND
+
+
+def _write_cache(root, key, backend):
+    path = root / "keras-model-zoo" / "backend-auto.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({key: {"backend": backend, "samples_per_s": {}}}))
+
+
+def test_a_cached_choice_is_used_without_calibrating(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    installed = list(backends.BACKENDS)
+    monkeypatch.setattr(backends, "installed", lambda: installed)
+    monkeypatch.setattr(autobackend, "calibrate", _no_calibration)
+    _write_cache(tmp_path, autobackend.cache_key("mlp", "digits", 32, {}, installed), "jax")
+    choice = autobackend.choose("mlp", "digits", batch_size=32)
+    assert choice.backend == "jax" and "cached" in choice.reason
+    with pytest.raises(AssertionError, match="calibrated"):  # another batch size: another key
+        autobackend.choose("mlp", "digits", batch_size=64)
+
+
+def test_the_cache_key_holds_the_input_shape_of_arrays():
+    x, y = np.zeros((10, 5, 3), "float32"), np.zeros(10, "int32")
+    key = json.loads(autobackend.cache_key("mlp", (x, y), 8, {}, [BACKEND]))
+    assert key["data"] == {"input_shape": [5, 3], "dtype": "float32"}
+    assert key["batch_size"] == 8 and set(key["versions"]) == {"keras", BACKEND}
+
+
+def test_fit_with_backend_auto_trains_on_the_chosen_backend(tmp_path):
+    """In a fresh process, as the choice must come before keras is imported."""
+    key = autobackend.cache_key("mlp", "digits", 32, {}, backends.installed())
+    _write_cache(tmp_path, key, BACKEND)
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "fit", "--backend", "auto", "--model", "mlp"]
+        + ["--epochs", "1", "--verbose", "0", "--output-dir", str(output_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Backend auto: {BACKEND}" in result.stderr
+    assert json.loads((output_dir / "config.json").read_text())["backend"] == BACKEND
+
+
+@pytest.mark.cross_backend
+def test_calibration_picks_an_installed_backend_and_caches_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autobackend, "CALIBRATION_STEPS", 2)
+    choice = autobackend.choose("mlp", "digits", batch_size=64)
+    assert choice.backend in backends.installed() and choice.reason.startswith("calibrated")
+    [entry] = json.loads(pathlib.Path(autobackend.cache_path()).read_text()).values()
+    assert entry["backend"] == choice.backend
+    assert set(entry["samples_per_s"]) == set(backends.installed())
+    again = autobackend.choose("mlp", "digits", batch_size=64)
+    assert again.backend == choice.backend and "cached" in again.reason
+
+
+def test_fit_speed_settings_stay_out_of_the_saved_model(tmp_path):
+    """torch refuses steps_per_execution > 1: a model trained with it on
+    TensorFlow must still load and evaluate on torch."""
+    result = training.fit("mlp", "digits", epochs=1, output_dir=str(tmp_path), verbose=0)
+    assert result.model.steps_per_execution == performance.STEPS_PER_EXECUTION.get(BACKEND, 1)
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
+        saved = json.loads(archive.read("config.json"))
+    assert saved["compile_config"]["steps_per_execution"] == 1
+
+
+def test_the_callback_list_skips_only_unheard_batch_hooks():
+    class Counter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    model = zoo.create_model("mlp", input_shape=(3,), num_classes=2)
+    inputs = dict(x=np.zeros((8, 3), "float32"), batch_size=4)
+    quiet = performance.callback_list([], model, inputs, epochs=1)
+    assert not any(quiet._listened.values())
+    counter = Counter()
+    heard = performance.callback_list([counter], model, inputs, epochs=1)
+    assert heard._listened["on_train_batch_end"] and not heard._listened["on_test_batch_end"]
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=heard)
+    assert counter.batches == 2  # steps_per_execution is fit's, not this compile's

@@ -1,0 +1,113 @@
+"""How `training.fit` runs a model fast, per backend: the settings that
+`python -m training bench` measured against native loops on a 2-core CPU.
+
+`fit` takes its run-time settings and its callback list from here, and the
+benchmark measures `fit` itself, so the two cannot drift apart.
+
+What was measured (BENCH.md has the tables):
+
+- TensorFlow runs 32 steps per call into its compiled step
+  (`steps_per_execution`): one Python round trip, `tf.data` hand-off and host
+  sync per 32 steps instead of per step. XLA stays off on CPU, as Keras
+  chooses there: XLA's CPU convolutions are several times slower.
+- torch stays eager: `torch.compile` of the step was slower on CPU. torch must
+  run one step per call.
+- JAX is compiled by Keras already; more steps per call gained nothing.
+- On every backend, Keras calls each batch hook of its callback list after
+  every step, and converts the step's logs to Python floats for it (a host
+  sync, on a helper thread on torch and JAX) even when no callback listens.
+  `CallbackList` skips hooks that no callback overrides.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from training import distribute
+
+# Steps per call of the compiled training step, where the backend allows more
+# than one. Batch-level callbacks then run once per call.
+STEPS_PER_EXECUTION = {"tensorflow": 32}
+
+# Each batch hook, with the older name a callback may override instead.
+_BATCH_HOOKS = {
+    "on_train_batch_begin": ("on_train_batch_begin", "on_batch_begin"),
+    "on_train_batch_end": ("on_train_batch_end", "on_batch_end"),
+    "on_test_batch_begin": ("on_test_batch_begin",),
+    "on_test_batch_end": ("on_test_batch_end",),
+    "on_predict_batch_begin": ("on_predict_batch_begin",),
+    "on_predict_batch_end": ("on_predict_batch_end",),
+}
+
+
+def configure(net) -> None:
+    """Gives a compiled `net` the active backend's run-time settings.
+
+    They are set after `compile`, so they stay out of the compile config saved
+    with the model: a model trained here loads on any backend (torch refuses
+    `steps_per_execution` above 1). Data-parallel runs take one step per call.
+    """
+    several = distribute.active() is None
+    net.steps_per_execution = several and STEPS_PER_EXECUTION.get(keras.backend.backend(), 1) or 1
+
+
+class CallbackList(keras.callbacks.CallbackList):
+    """Keras' callback list, without the per-step cost of batch hooks that no
+    callback overrides. Hooks that some callback overrides (a progress bar's,
+    say) run as in Keras."""
+
+    def __init__(self, callbacks=None, **kwargs):
+        super().__init__(callbacks, **kwargs)
+        self._listened = {
+            hook: any(_overrides(callback, names) for callback in self.callbacks)
+            for hook, names in _BATCH_HOOKS.items()
+        }
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._listened["on_train_batch_begin"]:
+            super().on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._listened["on_train_batch_end"]:
+            super().on_train_batch_end(batch, logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        if self._listened["on_test_batch_begin"]:
+            super().on_test_batch_begin(batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self._listened["on_test_batch_end"]:
+            super().on_test_batch_end(batch, logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        if self._listened["on_predict_batch_begin"]:
+            super().on_predict_batch_begin(batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        if self._listened["on_predict_batch_end"]:
+            super().on_predict_batch_end(batch, logs)
+
+
+def _overrides(callback, names):
+    return any(
+        getattr(type(callback), name) is not getattr(keras.callbacks.Callback, name)
+        for name in names
+    )
+
+
+def callback_list(callbacks, net, inputs, *, epochs) -> CallbackList:
+    """The callback list `net.fit(**inputs, epochs=epochs, ...)` gets:
+    `callbacks` plus Keras' own history, as `fit` would add it. A progress bar
+    is one of `callbacks` or none."""
+    x = inputs["x"]
+    batches = len(x) if "batch_size" not in inputs else math.ceil(len(x) / inputs["batch_size"])
+    return CallbackList(callbacks, add_history=True, epochs=epochs, steps=batches, model=net)
+
+
+def predict(net, x, *, batch_size) -> np.ndarray:
+    """`net.predict` as `training.predict` runs it: with this backend's
+    settings and the callback list, silently."""
+    configure(net)
+    callbacks = callback_list([], net, dict(x=x, batch_size=batch_size), epochs=1)
+    return np.asarray(net.predict(x, batch_size=batch_size, verbose=0, callbacks=callbacks))
