@@ -188,7 +188,9 @@ def _train(net, task, data, config, output_dir, resumed, keras_callbacks):
             **inputs,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            callbacks=performance.callback_list(extra, net, inputs, epochs=epoch + 1),
+            callbacks=performance.callback_list(
+                extra, net, inputs, epochs=epoch + 1, verbose=verbose
+            ),
             verbose=verbose,
         )
         if nan_stop.stopped_at:

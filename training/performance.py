@@ -96,13 +96,15 @@ def _overrides(callback, names):
     )
 
 
-def callback_list(callbacks, net, inputs, *, epochs) -> CallbackList:
+def callback_list(callbacks, net, inputs, *, epochs, verbose=0) -> CallbackList:
     """The callback list `net.fit(**inputs, epochs=epochs, ...)` gets:
     `callbacks` plus Keras' own history, as `fit` would add it. A progress bar
     is one of `callbacks` or none."""
     x = inputs["x"]
     batches = len(x) if "batch_size" not in inputs else math.ceil(len(x) / inputs["batch_size"])
-    return CallbackList(callbacks, add_history=True, epochs=epochs, steps=batches, model=net)
+    return CallbackList(
+        callbacks, add_history=True, verbose=verbose, epochs=epochs, steps=batches, model=net
+    )
 
 
 def predict(net, x, *, batch_size) -> np.ndarray:
