@@ -63,12 +63,9 @@ class StopOnNaN(keras.callbacks.Callback):
     per call (`steps_per_execution`) and the loss is seen once per call,
     `"one of steps 1-32"`.
 
-    It is `async_safe`: on backends that allow it, Keras runs it on a helper
-    thread, off the training loop, and waits for it at the epoch's end. Steps
-    may then be checked out of order, so the earliest bad one is kept.
+    It runs in the training loop, not on Keras' helper thread: on JAX, a
+    step's logs may be donated to the next step before a helper reads them.
     """
-
-    async_safe = True
 
     def __init__(self):
         super().__init__()
@@ -78,8 +75,7 @@ class StopOnNaN(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
-            if self.stopped_at is None or batch + 1 < self.stopped_at:
-                self.stopped_at, self.value = batch + 1, float(loss)
+            self.stopped_at, self.value = batch + 1, float(loss)
             self.model.stop_training = True
 
     @property
