@@ -143,7 +143,8 @@ def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) 
     elif task in _OBJECTIVES:
         performance.configure(net)  # run-time settings are not saved with a model
 
-    history = _train(net, task, data, config, output_dir, resumed, keras_callbacks)
+    with performance.kernels():
+        history = _train(net, task, data, config, output_dir, resumed, keras_callbacks)
     metrics = _test_metrics(net, data, config.batch_size)
     if output_dir:
         _write_run(output_dir, net, data, config, history, metrics)
@@ -406,11 +407,12 @@ def _check_inputs(net, x, name):
 
 
 def _test_metrics(net, data, batch_size):
-    results = net.evaluate(
-        **distribute.evaluation_inputs(data.x_test, data.y_test, batch_size),
-        verbose=0,
-        return_dict=True,
-    )
+    with performance.kernels():
+        results = net.evaluate(
+            **distribute.evaluation_inputs(data.x_test, data.y_test, batch_size),
+            verbose=0,
+            return_dict=True,
+        )
     return {f"test_{k}": float(v) for k, v in results.items()}
 
 

@@ -4,14 +4,16 @@
 `fit` takes its run-time settings and its callback list from here, and the
 benchmark measures `fit` itself, so the two cannot drift apart.
 
-What was measured (BENCH.md has the tables):
+What was measured (the README's "Speed against native loops" has the tables):
 
 - TensorFlow runs 32 steps per call into its compiled step
   (`steps_per_execution`): one Python round trip, `tf.data` hand-off and host
   sync per 32 steps instead of per step. XLA stays off on CPU, as Keras
   chooses there: XLA's CPU convolutions are several times slower.
 - torch stays eager: `torch.compile` of the step was slower on CPU. torch must
-  run one step per call.
+  run one step per call. Keras' channels-last convolution and pooling layout
+  copies and its unfused BatchNormalization run on torch's kernels instead
+  (`kernels()`, `training/torch_kernels.py`).
 - JAX is compiled by Keras already; more steps per call gained nothing.
 - On every backend, Keras calls each batch hook of its callback list after
   every step, and converts the step's logs to Python floats for it (a host
@@ -19,6 +21,7 @@ What was measured (BENCH.md has the tables):
   `CallbackList` skips hooks that no callback overrides.
 """
 
+import contextlib
 import math
 
 import keras
@@ -50,6 +53,19 @@ def configure(net) -> None:
     """
     several = distribute.active() is None
     net.steps_per_execution = several and STEPS_PER_EXECUTION.get(keras.backend.backend(), 1) or 1
+
+
+@contextlib.contextmanager
+def kernels():
+    """Runs the block on the active backend's faster kernels for Keras ops,
+    where `training` has any (torch: `training.torch_kernels`)."""
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    from training import torch_kernels
+
+    with torch_kernels.installed():
+        yield
 
 
 class CallbackList(keras.callbacks.CallbackList):
@@ -112,4 +128,5 @@ def predict(net, x, *, batch_size) -> np.ndarray:
     settings and the callback list, silently."""
     configure(net)
     callbacks = callback_list([], net, dict(x=x, batch_size=batch_size), epochs=1)
-    return np.asarray(net.predict(x, batch_size=batch_size, verbose=0, callbacks=callbacks))
+    with kernels():
+        return np.asarray(net.predict(x, batch_size=batch_size, verbose=0, callbacks=callbacks))

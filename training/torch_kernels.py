@@ -1,0 +1,99 @@
+"""Two paths of Keras 3.15's torch backend, run on torch's own kernels while
+`training` trains, evaluates and predicts (`performance.kernels()`).
+
+Measured on a 2-core CPU, `simple_cnn` at batch 128 (see the README's
+"Speed against native loops"):
+
+- **Image layout.** For channels-last images, Keras copies the input of every
+  convolution and pooling into a contiguous NCHW tensor, and the convolution
+  then copies it back into torch's channels-last memory format. A permuted view
+  of a contiguous NHWC tensor already *is* NCHW in channels-last memory
+  format, which torch's convolution and pooling kernels take as it is; their
+  outputs, permuted back, are contiguous NHWC again. The copies (and their
+  backward) took more than half of a `simple_cnn` step.
+- **BatchNormalization.** Keras computes the batch moments and the
+  normalisation as ten element-wise ops and reductions over the activations,
+  forward and backward; torch's fused `native_batch_norm` reads them twice.
+
+Both compute the same function (the tests compare them with Keras' own paths);
+the batch variance comes from the fused kernel's inverse standard deviation.
+Anything else (masks, renormalisation, synchronized or non-float32 batch norm,
+other ranks) takes Keras' path.
+"""
+
+import contextlib
+import threading
+
+import torch
+from keras.src.backend.torch import nn as torch_nn
+from keras.src.layers.normalization.batch_normalization import BatchNormalization
+
+_KERAS_TRANSPOSE = torch_nn._transpose_spatial_inputs
+_KERAS_BATCH_NORM = BatchNormalization.call
+_lock = threading.Lock()
+_depth = 0
+
+
+@contextlib.contextmanager
+def installed():
+    """Runs the block with both paths on torch's kernels; nested uses share one
+    installation, and Keras' own paths are back when the outermost one ends."""
+    global _depth
+    with _lock:
+        if _depth == 0:
+            torch_nn._transpose_spatial_inputs = _to_channels_first
+            BatchNormalization.call = _batch_norm_call
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                torch_nn._transpose_spatial_inputs = _KERAS_TRANSPOSE
+                BatchNormalization.call = _KERAS_BATCH_NORM
+
+
+def _to_channels_first(inputs):
+    # NHWC, contiguous -> NCHW in channels-last memory format, without a copy.
+    if inputs.ndim == 4 and inputs.is_contiguous():
+        return inputs.permute(0, 3, 1, 2)
+    return _KERAS_TRANSPOSE(inputs)
+
+
+def _batch_norm_call(self, inputs, training=None, mask=None):
+    if (
+        mask is not None
+        or self.renorm
+        or self.synchronized
+        or inputs.dtype != torch.float32
+        or self.compute_dtype != "float32"
+    ):
+        return _KERAS_BATCH_NORM(self, inputs, training, mask)
+    axis = self.axis % inputs.ndim
+    x = torch.movedim(inputs, axis, 1)
+    gamma = self.gamma.value if self.scale else None
+    beta = self.beta.value if self.center else None
+    if training and self.trainable:
+        outputs, mean, inverse_std = torch.ops.aten.native_batch_norm(
+            x, gamma, beta, None, None, True, 0.0, self.epsilon
+        )
+        with torch.no_grad():
+            variance = inverse_std.pow(-2) - self.epsilon
+            self.moving_mean.assign(
+                self.moving_mean.value * self.momentum + mean * (1.0 - self.momentum)
+            )
+            self.moving_variance.assign(
+                self.moving_variance.value * self.momentum + variance * (1.0 - self.momentum)
+            )
+    else:
+        outputs = torch.nn.functional.batch_norm(
+            x,
+            self.moving_mean.value,
+            self.moving_variance.value,
+            gamma,
+            beta,
+            training=False,
+            eps=self.epsilon,
+        )
+    return torch.movedim(outputs, 1, axis)
