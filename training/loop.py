@@ -186,7 +186,7 @@ def _train(net, task, data, config, output_dir, resumed, keras_callbacks):
     for epoch in range(start_epoch, config.epochs):
         inputs = distribute.fit_inputs(data, config.batch_size, config.seed, epoch)
         epoch_history = net.fit(
-            **inputs,
+            **performance.feed(inputs),
             initial_epoch=epoch,
             epochs=epoch + 1,
             callbacks=performance.callback_list(
