@@ -11,9 +11,11 @@ What was measured (the README's "Speed against native loops" has the tables):
   sync per 32 steps instead of per step. It reads the batches from a
   `tf.data.Dataset` of the arrays (`feed()`): from numpy arrays, Keras'
   pipeline gathers each batch by index, on threads that compete with the step
-  for the cores (about 0.5 ms of a 10 ms `simple_cnn` step here). XLA stays off
-  on CPU, as Keras
-  chooses there: XLA's CPU convolutions are several times slower.
+  for the cores (about 0.5 ms of a 10 ms `simple_cnn` step here). A
+  convolution's bias is a plain add, not Keras' `BiasAdd`, whose gradient
+  TensorFlow fuses into a slower oneDNN kernel (`training/tf_kernels.py`).
+  XLA stays off on CPU, as Keras chooses there: XLA's CPU convolutions are
+  several times slower.
 - torch stays eager: `torch.compile` of the step (Keras' `jit_compile`) took
   16 s to compile an `mlp` and then ran within noise of eager. torch must
   run one step per call. Keras' channels-last convolution and pooling layout
@@ -63,13 +65,17 @@ def configure(net) -> None:
 @contextlib.contextmanager
 def kernels():
     """Runs the block on the active backend's faster kernels for Keras ops,
-    where `training` has any (torch: `training.torch_kernels`)."""
-    if keras.backend.backend() != "torch":
+    where `training` has any (`training.torch_kernels`,
+    `training.tf_kernels`)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        from training.torch_kernels import installed
+    elif backend == "tensorflow":
+        from training.tf_kernels import installed
+    else:
         yield
         return
-    from training import torch_kernels
-
-    with torch_kernels.installed():
+    with installed():
         yield
 
 

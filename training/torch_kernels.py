@@ -21,37 +21,14 @@ Anything else (masks, renormalisation, synchronized or non-float32 batch norm,
 other ranks) takes Keras' path.
 """
 
-import contextlib
-import threading
-
 import torch
 from keras.src.backend.torch import nn as torch_nn
 from keras.src.layers.normalization.batch_normalization import BatchNormalization
 
+from training.patches import Patches
+
 _KERAS_TRANSPOSE = torch_nn._transpose_spatial_inputs
 _KERAS_BATCH_NORM = BatchNormalization.call
-_lock = threading.Lock()
-_depth = 0
-
-
-@contextlib.contextmanager
-def installed():
-    """Runs the block with both paths on torch's kernels; nested uses share one
-    installation, and Keras' own paths are back when the outermost one ends."""
-    global _depth
-    with _lock:
-        if _depth == 0:
-            torch_nn._transpose_spatial_inputs = _to_channels_first
-            BatchNormalization.call = _batch_norm_call
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                torch_nn._transpose_spatial_inputs = _KERAS_TRANSPOSE
-                BatchNormalization.call = _KERAS_BATCH_NORM
 
 
 def _to_channels_first(inputs):
@@ -97,3 +74,11 @@ def _batch_norm_call(self, inputs, training=None, mask=None):
             eps=self.epsilon,
         )
     return torch.movedim(outputs, 1, axis)
+
+
+_PATCHES = Patches(
+    (torch_nn, "_transpose_spatial_inputs", _to_channels_first),
+    (BatchNormalization, "call", _batch_norm_call),
+)
+# Runs a block with both paths on torch's kernels.
+installed = _PATCHES.installed
