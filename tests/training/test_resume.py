@@ -18,7 +18,7 @@ import zoo
 from training import checkpoints, performance
 from zoo import ZooError
 
-EPOCHS = 5
+EPOCHS = 8
 # Dropout draws from a seed generator, whose state a checkpoint must carry too.
 FIT = ["fit", "--model", "mlp", "--dataset", "digits", "--epochs", str(EPOCHS), "--verbose", "0"]
 FIT += ["--model-arg", "hidden_units=[32]", "--model-arg", "dropout=0.2", "--optimizer", "adam"]
@@ -40,18 +40,36 @@ def _finish(output_dir):
 
 
 def _kill_after_checkpoint(output_dir, epoch, rng):
-    """Kills the run at a random moment after its checkpoint of `epoch`: in
-    the middle of an epoch, of validation or of writing the next checkpoint."""
-    process = _start(output_dir)
+    """Kills the run at a random moment of the epoch after its checkpoint of
+    `epoch`: in the middle of training, of validation or of writing the next
+    checkpoint.
+
+    The moment is a random fraction of the run's own epoch time, measured
+    between its last two checkpoints, so that a fast backend is not
+    killed after it finished and a slow one not always early in an epoch.
+    """
+    assert epoch <= EPOCHS - 2, "leave a whole epoch after the kill"
     pointer = output_dir / checkpoints.DIRNAME / checkpoints.POINTER
+    resumed_from = _checkpointed_epoch(pointer)
+    process = _start(output_dir)
+    seen = {}  # epoch -> when this run's checkpoint of it was first seen
     deadline = time.monotonic() + 300
-    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= epoch):
+    while max(seen, default=0) < epoch:
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.3))
+        if (checkpointed := _checkpointed_epoch(pointer)) != resumed_from:
+            seen.setdefault(checkpointed, time.monotonic())
+        time.sleep(0.005)
+    last = max(seen)
+    assert last - 1 in seen, f"checkpoints seen: {sorted(seen)}"
+    time.sleep(rng.uniform(0, 1) * (seen[last] - seen[last - 1]))
+    assert process.poll() is None, "the run ended before it was killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def _checkpointed_epoch(pointer):
+    return json.loads(pointer.read_text())["epoch"] if pointer.exists() else 0
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +87,9 @@ def _state(output_dir):
 
 def test_a_run_killed_twice_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
     rng = random.Random()  # other kill moments each time; the result must not depend on them
-    _kill_after_checkpoint(tmp_path, 1, rng)
-    _kill_after_checkpoint(tmp_path, rng.randint(2, EPOCHS - 1), rng)
+    _kill_after_checkpoint(tmp_path, 2, rng)
+    # This run resumes from epoch 2 or 3, so epoch 5 is the first it surely times.
+    _kill_after_checkpoint(tmp_path, rng.randint(5, EPOCHS - 2), rng)
     assert not (tmp_path / "metrics.json").exists()
     _finish(tmp_path)
 
