@@ -69,8 +69,14 @@ class Checkpoint:
 def load(output_dir, config) -> Checkpoint | None:
     """Returns the last checkpoint in `output_dir`, or `None`.
 
+    A checkpoint of the same settings resumes, with `overwrite` or without,
+    so that the command that was killed resumes when run again. One of other
+    settings is ignored with `overwrite`, and the new run's first checkpoint
+    replaces it.
+
     Raises:
-        ZooError: the checkpoint is of a run with other settings.
+        ZooError: the checkpoint is of a run with other settings, and
+            `config.overwrite` is off.
     """
     pointer = os.path.join(output_dir, DIRNAME, POINTER)
     if not os.path.exists(pointer):
@@ -82,6 +88,8 @@ def load(output_dir, config) -> Checkpoint | None:
         for key in {*state["config"], *_identity(config)}
         if state["config"].get(key) != _identity(config).get(key)
     )
+    if changed and config.overwrite:
+        return None
     if changed:
         raise ZooError(
             f"Output dir {output_dir!r} holds an interrupted run with other settings "

@@ -114,28 +114,27 @@ def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) 
             return fit(model, dataset, **options)
     if isinstance(model, str):
         zoo.model_task(model)  # an unknown name fails before any work
-    output_dir = config.output_dir and outputs.prepare_dir(
-        distribute.run_dir(config.output_dir), overwrite=config.overwrite
-    )
-    if output_dir and config.overwrite:
-        checkpoints.remove(output_dir)
-    if config.tensorboard and not output_dir:
+    if config.tensorboard and not config.output_dir:
         raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
     if config.deterministic:
         make_deterministic()
     seed_everything(config.seed)
     data = _dataset(dataset, config)
-    # Every data-parallel process resumes from the chief's checkpoint.
-    resumed = output_dir and not config.overwrite and checkpoints.load(config.output_dir, config)
-    if resumed:
-        net, task = resumed.net, _task(model, data)
-    else:
-        net, task = _model(model, data, config.model_kwargs)
     if config.batch_size > len(data.x_train):
         raise ZooError(
             f"Expected batch_size at most the {len(data.x_train)} training samples "
             f"of {data.name!r}. Received: batch_size={config.batch_size}"
         )
+    # Every data-parallel process resumes from the chief's checkpoint.
+    resumed = config.output_dir and checkpoints.load(config.output_dir, config)
+    if resumed:
+        net, task = resumed.net, _task(model, data)
+    else:
+        net, task = _model(model, data, config.model_kwargs)
+    # Only once the arguments are known good: a mistake leaves no dir behind.
+    output_dir = config.output_dir and outputs.prepare_dir(
+        distribute.run_dir(config.output_dir), overwrite=config.overwrite
+    )
     if task in _OBJECTIVES:
         data = _match_targets(net, data)
     if not resumed:

@@ -138,10 +138,12 @@ def test_fit_flag_defaults_are_fit_config_defaults():
         (["info", "mlp2"], "error: Unknown model 'mlp2'. Did you mean 'mlp'?"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where fit's default --output-dir, runs/..., would go
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+    assert not os.listdir(tmp_path)
 
 
 def test_wrong_input_shape_is_one_line(trained, capsys):

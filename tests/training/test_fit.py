@@ -187,10 +187,11 @@ def test_tensorboard_writes_event_files(tmp_path):
         ),
     ],
 )
-def test_bad_input_fails_in_one_line(model, dataset, options, message):
+def test_bad_input_fails_in_one_line(model, dataset, options, message, tmp_path):
     with pytest.raises(ZooError, match=message) as error:
-        training.fit(model, dataset, verbose=0, **options)
+        training.fit(model, dataset, verbose=0, output_dir=str(tmp_path / "run"), **options)
     assert "\n" not in str(error.value)
+    assert not os.listdir(tmp_path)  # nothing written, not even the output dir
 
 
 def test_fit_config_is_a_typed_object():

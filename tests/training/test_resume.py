@@ -138,6 +138,24 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         training.fit("mlp", "digits", epochs=2, output_dir=str(tmp_path), verbose=0)
 
 
+def test_overwrite_resumes_its_own_interrupted_run_and_restarts_another(tmp_path):
+    training.fit("mlp", "digits", epochs=1, output_dir=str(tmp_path), verbose=0)
+    finished = (tmp_path / "metrics.json").read_bytes()
+    # An --overwrite run killed after its first epoch: the finished run's files
+    # are still in place until it finishes.
+    config = training.FitConfig(epochs=3, output_dir=str(tmp_path), overwrite=True)
+    checkpoints.save(
+        tmp_path, zoo.load_model(tmp_path / "model.keras"), epoch=1, history={}, config=config
+    )
+    assert checkpoints.load(tmp_path, config).epoch == 1  # the same command resumes
+    assert (tmp_path / "metrics.json").read_bytes() == finished
+
+    other = training.FitConfig(epochs=3, output_dir=str(tmp_path), overwrite=True, seed=1)
+    assert checkpoints.load(tmp_path, other) is None  # another one starts over
+    with pytest.raises(ZooError, match="interrupted run with other settings \\(seed\\)"):
+        checkpoints.load(tmp_path, training.FitConfig(epochs=3, output_dir=str(tmp_path), seed=1))
+
+
 class _NaNAfter(keras.layers.Layer):
     """Passes its input through until `steps` training steps have run, then NaN."""
 
