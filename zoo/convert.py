@@ -8,6 +8,7 @@ rebuild function and its storage types) and refuses anything else, as
 """
 
 import collections
+import math
 import os
 import pickle
 import zipfile
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.safety import first_line
 
 _STORAGE_DTYPES = {
     "FloatStorage": "<f4",
@@ -36,10 +38,43 @@ class _Storage:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
+    _check_view(storage, offset, size, stride)
     if not size:
         return storage[offset].copy()
     strides = [s * storage.dtype.itemsize for s in stride]
     return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides).copy()
+
+
+def _check_view(storage, offset, size, stride):
+    """Refuses a view that addresses any element outside its storage, as
+    `torch.load(..., weights_only=True)` does: `as_strided` would read whatever
+    memory lies there, or crash."""
+    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+        raise ValueError(
+            f"Expected a storage as a tensor's first argument. Received: {type(storage).__name__}"
+        )
+    integers = (
+        isinstance(size, (tuple, list))
+        and isinstance(stride, (tuple, list))
+        and len(size) == len(stride)
+        and all(isinstance(n, int) and n >= 0 for n in (offset, *size, *stride))
+    )
+    # With no negative strides, the view's last element is its furthest; a view
+    # with no elements addresses none. A view of more elements than its storage
+    # (stride 0) is no weight torch saves, and would be a memory bomb to copy.
+    if not integers or (
+        0 not in size
+        and (
+            offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) >= len(storage)
+            or math.prod(size) > len(storage)
+        )
+    ):
+        raise ValueError(
+            f"Expected a tensor view inside its storage of {len(storage)} elements "
+            "(non-negative integers, offset + sum((size - 1) * stride) < elements, "
+            "no more elements than the storage). "
+            f"Received: offset={offset!r}, size={size!r}, stride={stride!r}"
+        )
 
 
 def _rebuild_parameter(data, *unused):
@@ -69,10 +104,27 @@ class _StateDictUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):
-        kind, storage, key, _, numel = pid
-        if kind != "storage" or not isinstance(storage, _Storage):
-            raise ZooError(f"Refusing {self.path!r}: unexpected persistent id {pid!r}")
-        data = self.archive.read(f"{self.prefix}data/{key}")
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) == 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _Storage)
+        ):
+            raise ZooError(
+                f"Refusing {self.path!r}: expected a persistent id ('storage', storage type, "
+                f"key, location, elements). Received: {pid!r:.200}"
+            )
+        _, storage, key, _, numel = pid
+        name = f"{self.prefix}data/{key}"
+        try:
+            data = self.archive.read(name)
+        except KeyError:
+            raise ZooError(f"Refusing {self.path!r}: it has no storage record {name!r}") from None
+        if not (isinstance(numel, int) and 0 <= numel * storage.dtype.itemsize <= len(data)):
+            raise ZooError(
+                f"Refusing {self.path!r}: expected a storage of {numel!r:.50} "
+                f"{storage.dtype.name} elements in {name!r}. Received: {len(data)} bytes"
+            )
         return np.frombuffer(data, dtype=storage.dtype, count=numel)
 
 
@@ -95,12 +147,19 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
             "Expected a torch.save zip file or a .safetensors file. "
             f"Received: {path!r}, which is neither"
         )
-    with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise ZooError(f"Expected one data.pkl in a torch.save file. Received: {path!r}")
-        prefix = pickles[0][: -len("data.pkl")]
-        state = _StateDictUnpickler(archive, prefix, path).load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                raise ZooError(f"Expected one data.pkl in a torch.save file. Received: {path!r}")
+            prefix = pickles[0][: -len("data.pkl")]
+            state = _StateDictUnpickler(archive, prefix, path).load()
+    except ZooError:
+        raise
+    except Exception as exc:  # a truncated or crafted file fails in many ways, all of them here
+        raise ZooError(
+            f"Refusing {path!r}, which is not a readable torch.save file: {first_line(exc)}"
+        ) from exc
     if not isinstance(state, dict):
         raise ZooError(f"Expected a state_dict in {path!r}. Received: {type(state).__name__}")
     return dict(state)

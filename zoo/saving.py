@@ -15,8 +15,9 @@ import tempfile
 
 import keras
 
-# Keras' public `load_model` takes only paths; this one also takes the bytes
-# that were checked, so that a file changed after the checks is not loaded.
+# Keras' public `load_model` and `load_weights` take only paths; these also
+# take the bytes that were checked, so that a file changed after the checks is
+# not loaded.
 from keras.src.saving import saving_lib
 
 from zoo import safety
@@ -85,7 +86,7 @@ def load_weights(model, path) -> keras.Model:
         variables += optimizer.variables
     snapshot = [keras.ops.convert_to_numpy(v) for v in variables]
     try:
-        model.load_weights(path)
+        saving_lib.load_weights_only(model, _CheckedBytes(data, path))
     except Exception as exc:
         for variable, value in zip(variables, snapshot, strict=True):
             variable.assign(value)
@@ -97,6 +98,22 @@ def load_weights(model, path) -> keras.Model:
             f"unchanged: {reason}{f' ({shapes.group(0)})' if shapes else ''}"
         ) from exc
     return model
+
+
+class _CheckedBytes(io.BytesIO):
+    """A file's checked bytes, which `str()` names as the file.
+
+    `load_weights_only` picks the format from `str(filepath)` and reads a
+    `BytesIO` where it would open the file. The name is the base name: a path
+    that looks remote (`/gcs/...`, `gs://...`) Keras would fetch again.
+    """
+
+    def __init__(self, data, path):
+        super().__init__(data)
+        self.name = os.path.basename(path)
+
+    def __str__(self):
+        return self.name
 
 
 def save_model(model, path) -> None:
@@ -154,16 +171,22 @@ def _umask():
 def _save_with_digest(path, suffix, save):
     if not path.endswith(suffix):
         raise ZooError(f"Expected a path ending in {suffix}. Received: path={path!r}")
-    with atomic_path(path) as tmp:
+    sidecar = path + _SIDECAR
+    # Moved into place in this order: the old sidecar goes, then the file (the
+    # inner block's exit), then the new sidecar (the outer's). A crash between
+    # any two steps leaves a file that loads: the old or the new one, matching
+    # its sidecar or with none, which loads unverified. A new sidecar beside
+    # the old file would make it unloadable.
+    with atomic_path(sidecar) as sidecar_tmp, atomic_path(path) as tmp:
         save(tmp)
         with open(tmp, "rb") as f:
             digest = hashlib.sha256()
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-        # The sidecar lands first: a crash before the file's own move leaves
-        # a mismatch that loading refuses, never an unverified new file.
-        with atomic_path(path + _SIDECAR) as sidecar, open(sidecar, "w") as f:
+        with open(sidecar_tmp, "w") as f:
             f.write(f"{digest.hexdigest()}  {os.path.basename(path)}\n")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(sidecar)
 
 
 def _existing_file(path, suffixes, kind) -> str:

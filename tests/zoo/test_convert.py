@@ -1,5 +1,6 @@
 """zoo.convert's reader and mapping, without torch (the logits parity against a
-real torch ResNet is in test_cross_backend.py)."""
+real torch ResNet is in test_cross_backend.py); one test reads a real torch.save
+file where torch is installed."""
 
 import io
 import os
@@ -15,10 +16,13 @@ import zoo
 from zoo.convert import from_torchvision, load_state_dict
 
 
-def torch_style_zip(path, payload):
-    """A file laid out as torch.save writes it, holding an arbitrary pickle."""
+def torch_style_zip(path, payload, records=None):
+    """A file laid out as torch.save writes it, holding an arbitrary pickle and
+    `{key: bytes}` storage records."""
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", payload)
+        for key, data in (records or {}).items():
+            archive.writestr(f"archive/data/{key}", data)
         archive.writestr("archive/version", "3\n")
 
 
@@ -50,6 +54,162 @@ def test_files_that_are_not_weights_are_refused(tmp_path):
     torch_style_zip(tmp_path / "list.pth", buffer.getvalue())
     with pytest.raises(zoo.ZooError, match="Expected a state_dict"):
         load_state_dict(tmp_path / "list.pth")
+
+
+# Pickles as torch.save writes them, made by hand so that no test needs torch:
+# each field of a tensor's view can be set to what a crafted file would hold.
+REBUILD = b"ctorch._utils\n_rebuild_tensor_v2\n"
+FLOAT_STORAGE = b"ctorch\nFloatStorage\n"
+RECORD = np.arange(4, dtype="<f4").tobytes()  # storage "0": 4 float32 elements
+
+
+def opcodes(value):
+    """Pickle opcodes that push `value`: an int, a str, a tuple, or opcodes (bytes)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, tuple):
+        return b"(" + b"".join(opcodes(v) for v in value) + b"t"
+    if isinstance(value, str):
+        return b"V" + value.encode("raw_unicode_escape") + b"\n"
+    return b"I%d\n" % value
+
+
+def storage(key="0", numel=4):
+    """A float32 storage, as torch.save refers to it: by persistent id."""
+    return opcodes(("storage", FLOAT_STORAGE, key, "cpu", numel)) + b"Q"
+
+
+def tensor_pickle(offset, size, stride, source=None):
+    """The pickle of `{"w": tensor}`, the tensor a view of `source`."""
+    tensor = REBUILD + opcodes((source or storage(), offset, size, stride)) + b"R"
+    return b"}" + opcodes("w") + tensor + b"s."
+
+
+@pytest.mark.parametrize(
+    "offset, size, stride, expected",
+    [
+        (0, (2, 2), (2, 1), [[0, 1], [2, 3]]),
+        (0, (2, 2), (1, 2), [[0, 2], [1, 3]]),
+        (1, (3,), (0,), [1, 1, 1]),
+        (3, (), (), 3),
+        (9, (0, 2), (2, 1), np.zeros((0, 2))),
+    ],
+    ids=["contiguous", "transposed", "broadcast", "scalar", "empty"],
+)
+def test_tensor_views_inside_their_storage_load(tmp_path, offset, size, stride, expected):
+    path = tmp_path / "w.pth"
+    torch_style_zip(path, tensor_pickle(offset, size, stride), {"0": RECORD})
+    array = load_state_dict(path)["w"]
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, expected)
+    assert np.shape(array) == size
+
+
+@pytest.mark.parametrize(
+    "offset, size, stride",
+    [
+        (4, (1,), (1,)),
+        (0, (5,), (1,)),
+        (0, (2, 2), (3, 1)),
+        (4, (), ()),
+        (0, (2,), (1 << 40,)),
+        (0, (1 << 33,), (0,)),
+        (3, (4,), (-1,)),
+        (-1, (1,), (1,)),
+        (0, (-1,), (1,)),
+        (0, (2, 2), (1,)),
+        ("0", (1,), (1,)),
+    ],
+    ids=[
+        "offset_past_the_end",
+        "size_past_the_end",
+        "stride_past_the_end",
+        "scalar_past_the_end",
+        "stride_far_outside",
+        "broadcast_beyond_the_storage",
+        "negative_stride",
+        "negative_offset",
+        "negative_size",
+        "fewer_strides_than_sizes",
+        "offset_not_an_int",
+    ],
+)
+def test_a_tensor_view_outside_its_storage_is_refused(tmp_path, offset, size, stride):
+    path = tmp_path / "w.pth"
+    torch_style_zip(path, tensor_pickle(offset, size, stride), {"0": RECORD})
+    with pytest.raises(
+        zoo.ZooError, match="Expected a tensor view inside its storage of 4"
+    ) as info:
+        load_state_dict(path)
+    assert "\n" not in str(info.value)
+    assert f"Received: offset={offset!r}, size={size!r}, stride={stride!r}" in str(info.value)
+
+
+MALFORMED = {
+    "truncated": (tensor_pickle(0, (4,), (1,))[:60], {"0": RECORD}, "truncated|Ran out"),
+    "bad_opcode": (b"\x80\x02}\xff", {}, "invalid load key"),
+    "missing_storage_record": (
+        tensor_pickle(0, (4,), (1,), storage(key="1")),
+        {"0": RECORD},
+        "no storage record 'archive/data/1'",
+    ),
+    "record_shorter_than_its_storage": (
+        tensor_pickle(0, (4,), (1,), storage(numel=5)),
+        {"0": RECORD},
+        "expected a storage of 5 float32 elements",
+    ),
+    "unexpected_persistent_id": (
+        tensor_pickle(0, (4,), (1,), opcodes(("storage", FLOAT_STORAGE)) + b"Q"),
+        {"0": RECORD},
+        r"expected a persistent id \('storage', .*Received: \('storage', <zoo",
+    ),
+    "persistent_id_not_a_tuple": (
+        tensor_pickle(0, (4,), (1,), opcodes("storage") + b"Q"),
+        {"0": RECORD},
+        "expected a persistent id .*Received: 'storage'$",
+    ),
+    "tensor_of_no_storage": (
+        tensor_pickle(0, (4,), (1,), opcodes("not a storage")),
+        {"0": RECORD},
+        "Expected a storage as a tensor's first argument. Received: str",
+    ),
+    "record_fails_its_crc": (
+        tensor_pickle(0, (4,), (1,)),
+        {"0": RECORD},
+        "Bad CRC-32",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_torch_file_is_refused_in_one_line(tmp_path, case):
+    payload, records, match = MALFORMED[case]
+    path = tmp_path / "w.pth"
+    torch_style_zip(path, payload, records)
+    if case == "record_fails_its_crc":
+        path.write_bytes(path.read_bytes().replace(RECORD, b"\xff" * len(RECORD)))
+    with pytest.raises(zoo.ZooError, match=match) as info:
+        load_state_dict(path)
+    assert "\n" not in str(info.value)
+    assert repr(str(path)) in str(info.value)
+
+
+def test_a_real_torch_file_with_views_loads(tmp_path):
+    torch = pytest.importorskip("torch")
+    base = torch.arange(12.0).reshape(3, 4)
+    state = {
+        "transposed": base.t(),
+        "strided": base[1:, ::2],
+        "scalar": torch.tensor(7),
+        "empty": torch.zeros(0, 3),
+        "half": base.half()[2],
+    }
+    torch.save(state, tmp_path / "w.pth")
+    loaded = load_state_dict(tmp_path / "w.pth")
+    assert sorted(loaded) == sorted(state)
+    for key, tensor in state.items():
+        np.testing.assert_array_equal(loaded[key], tensor.numpy())
+        assert np.shape(loaded[key]) == tuple(tensor.shape)
 
 
 def headless_resnet18():

@@ -146,6 +146,29 @@ def test_a_failed_overwrite_keeps_the_previous_file_and_sidecar(tmp_path):
     assert_same(zoo.load_weights(mlp(seed=3), path), first)
 
 
+@pytest.mark.parametrize("crash_at, survivor", [(1, "first"), (2, "second")])
+def test_an_overwrite_that_crashes_between_its_moves_leaves_a_file_that_loads(
+    tmp_path, monkeypatch, crash_at, survivor
+):
+    path = tmp_path / "mlp.weights.h5"
+    saved = {"first": mlp(seed=1), "second": mlp(seed=2)}
+    zoo.save_weights(saved["first"], path)
+    replace, moves = os.replace, []
+
+    def crashing_replace(src, dst):
+        if os.path.dirname(os.fspath(dst)) == str(tmp_path):
+            moves.append(dst)
+            if len(moves) == crash_at:
+                raise OSError("power cut")  # nothing after this move runs
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    with pytest.raises(OSError, match="power cut"):
+        zoo.save_weights(saved["second"], path)
+    monkeypatch.undo()
+    assert_same(zoo.load_weights(mlp(seed=3), path), saved[survivor])
+
+
 @pytest.mark.parametrize(
     "save, name", [(zoo.save_weights, "mlp.h5"), (zoo.save_model, "mlp.weights.h5")]
 )

@@ -507,3 +507,24 @@ def test_load_model_loads_the_bytes_it_checked(sandbox, monkeypatch):
     monkeypatch.setattr(safety, "check_keras_archive", check_then_swap)
     assert zoo.load_model(path).name == "mlp"
     assert not (sandbox / "sentinel").exists()
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_load_weights_loads_the_bytes_it_checked(sandbox, monkeypatch, suffix):
+    source, swapped = mlp(), mlp()
+    for variable in swapped.variables:
+        variable.assign(np.ones(variable.shape, variable.dtype))
+    path, other = sandbox / f"mlp{suffix}", sandbox / f"other{suffix}"
+    for model, name in [(source, path), (swapped, other)]:
+        model.save(name) if suffix == ".keras" else model.save_weights(name)
+    check = safety.check_keras_archive if suffix == ".keras" else safety.check_weights_h5
+
+    def check_then_swap(data, name):
+        check(data, name)
+        os.replace(other, path)  # someone swaps the file after the checks
+
+    check_name = "check_keras_archive" if suffix == ".keras" else "check_weights_h5"
+    monkeypatch.setattr(safety, check_name, check_then_swap)
+    model = zoo.load_weights(mlp(), path)
+    for expected, loaded in zip(variables(source), variables(model), strict=True):
+        np.testing.assert_array_equal(expected, loaded)
