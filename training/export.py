@@ -8,7 +8,11 @@ own `model.export` except for ONNX from torch (see `_export_onnx_torch`).
 | `torch`          | -          | torch.export (`.pt2`)  | -                         |
 
 Every artifact takes any batch size, and any length along the axes the model
-leaves open (`mini_gpt`'s sequence).
+leaves open (`mini_gpt`'s sequence). Before an artifact goes under its final
+name, it runs in its own runtime (ONNX Runtime, `tf.saved_model.load`,
+`torch.export.load`) on random batches of 1 and 3, and must give the Keras
+model's outputs: a converter that writes something its runtime rejects, or
+that computes something else, is a one-line error and writes nothing.
 """
 
 import contextlib
@@ -18,6 +22,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 
 import zoo
 from zoo import ZooError
@@ -25,13 +30,14 @@ from zoo import ZooError
 FORMATS = ("onnx", "tf_saved_model", "torch")
 
 # Per format, the backends that export to it and the modules each needs beyond
-# its framework. Keras can also write a SavedModel from torch, but only through
-# torch_xla's StableHLO bridge, which has no build for current torch releases.
+# its framework, ONNX Runtime to verify ONNX files included. Keras can also
+# write a SavedModel from torch, but only through torch_xla's StableHLO bridge,
+# which has no build for current torch releases.
 REQUIREMENTS = {
     "onnx": {
-        "tensorflow": ("tf2onnx",),
-        "torch": ("onnx", "onnxscript"),
-        "jax": ("jax2onnx",),
+        "tensorflow": ("tf2onnx", "onnxruntime"),
+        "torch": ("onnx", "onnxscript", "onnxruntime"),
+        "jax": ("jax2onnx", "onnxruntime"),
     },
     "tf_saved_model": {"tensorflow": (), "jax": ("tensorflow",)},
     "torch": {"torch": ()},
@@ -60,7 +66,9 @@ def export(model_path, format, output, overwrite=False) -> str:
     Raises:
         ZooError: for a format the current backend cannot write or whose
             converter is not installed, an existing `output` without
-            `overwrite`, an unwritable location, or an unloadable model.
+            `overwrite`, an unwritable location, an unloadable model, or a
+            converter that fails or writes an artifact that does not run as
+            the model does.
 
     Example:
 
@@ -79,7 +87,16 @@ def export(model_path, format, output, overwrite=False) -> str:
         )
     with _staged(output) as staging_path:
         model = zoo.load_model(model_path)
-        _export_model(model, format, staging_path)
+        try:
+            _export_model(model, format, staging_path)
+        except ZooError:
+            raise
+        except Exception as exc:  # a converter's own failure, deep in its stack
+            raise ZooError(
+                f"Expected {model.name!r} to export to {format!r} on the "
+                f"{keras.backend.backend()} backend. Received: {_one_line(exc)}"
+            ) from exc
+        _verify(model, format, staging_path)
     return output
 
 
@@ -130,6 +147,62 @@ def _export_model(model, format, path):
         )
     if format == "onnx":
         _inline_external_data(path)
+
+
+# Per format, the runtime that runs its artifacts.
+RUNTIMES = {"onnx": "ONNX Runtime", "tf_saved_model": "TensorFlow", "torch": "torch.export"}
+
+
+def _verify(model, format, path, atol=1e-4):
+    """Raises a `ZooError` unless the artifact at `path` gives `model`'s
+    outputs (within `atol`) on random batches of 1 and 3."""
+    spec = _input_spec(model)
+    rng = np.random.default_rng(0)
+    for batch_size in (1, 3):
+        shape = (batch_size, *(2 if dim is None else dim for dim in spec.shape[1:]))
+        x = (
+            rng.integers(0, 2, shape) if "int" in str(spec.dtype) else rng.uniform(0, 1, shape)
+        ).astype(str(spec.dtype))
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        try:
+            got = _runtime(format, path)(x)
+        except Exception as exc:  # the runtime's own error about the artifact
+            raise ZooError(
+                f"Expected the {format} artifact of {model.name!r} to run in "
+                f"{RUNTIMES[format]}. Received: {_one_line(exc)}"
+            ) from exc
+        error = float(np.max(np.abs(got - expected)))
+        if got.shape != expected.shape or not error <= atol:
+            raise ZooError(
+                f"Expected the {format} artifact of {model.name!r} to give the model's "
+                f"outputs {expected.shape} within {atol}. Received: outputs {got.shape}, "
+                f"off by up to {error:.3g}"
+            )
+
+
+def _runtime(format, path):
+    """The artifact at `path` in its own runtime, as a function of an array."""
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if format == "tf_saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(path)  # held by the closure: its variables
+        return lambda x: loaded.serve(tf.constant(x)).numpy()
+    import torch
+
+    module = torch.export.load(path).module()
+    device = next(iter(module.state_dict().values())).device
+    return lambda x: module(torch.as_tensor(x, device=device)).detach().cpu().numpy()
+
+
+def _one_line(exc):
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _inline_external_data(path):

@@ -17,10 +17,10 @@ import sys
 import keras
 import numpy as np
 import pytest
+from runs import RUN_FILES
 
 import training
 import zoo
-from runs import RUN_FILES
 from training import cli, distribute
 from training.config import DISTRIBUTE_MODES, FitConfig
 from training.data import load_dataset

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from harness import sample_batch
 from PIL import Image
+from runs import RUN_FILES
 from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS
 
 import training
 import zoo
-from runs import RUN_FILES
 from training.config import FitConfig
 from zoo import ZooError
 
