@@ -26,6 +26,7 @@ import numpy as np
 
 import zoo
 from zoo import ZooError
+from zoo.safety import first_line
 
 FORMATS = ("onnx", "tf_saved_model", "torch")
 
@@ -201,8 +202,7 @@ def _runtime(format, path):
 
 
 def _one_line(exc):
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _inline_external_data(path):

@@ -18,7 +18,7 @@ import zoo
 from training import checkpoints, performance
 from zoo import ZooError
 
-EPOCHS = 8
+EPOCHS = 10
 # Dropout draws from a seed generator, whose state a checkpoint must carry too.
 FIT = ["fit", "--model", "mlp", "--dataset", "digits", "--epochs", str(EPOCHS), "--verbose", "0"]
 FIT += ["--model-arg", "hidden_units=[32]", "--model-arg", "dropout=0.2", "--optimizer", "adam"]
@@ -39,30 +39,51 @@ def _finish(output_dir):
     assert process.returncode == 0, stderr
 
 
+def _kill_early(output_dir, rng):
+    """Kills the run at a random moment soon after it made its output dir,
+    which it does once its arguments are checked: while the model compiles or
+    in its first epochs."""
+    process = _start(output_dir)
+    _wait(process, output_dir.exists)
+    time.sleep(rng.uniform(0, 0.2))
+    _kill(process)
+
+
 def _kill_after_checkpoint(output_dir, epoch, rng):
     """Kills the run at a random moment of the epoch after its checkpoint of
-    `epoch`: in the middle of training, of validation or of writing the next
-    checkpoint.
+    `epoch` or a later one: in the middle of training, of validation or of
+    writing the next checkpoint.
 
     The moment is a random fraction of the run's own epoch time, measured
-    between its last two checkpoints, so that a fast backend is not
+    between the last two checkpoints it wrote, so that a fast backend is not
     killed after it finished and a slow one not always early in an epoch.
     """
-    assert epoch <= EPOCHS - 2, "leave a whole epoch after the kill"
     pointer = output_dir / checkpoints.DIRNAME / checkpoints.POINTER
     resumed_from = _checkpointed_epoch(pointer)
     process = _start(output_dir)
     seen = {}  # epoch -> when this run's checkpoint of it was first seen
-    deadline = time.monotonic() + 300
-    while max(seen, default=0) < epoch:
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline
+
+    def timed():
         if (checkpointed := _checkpointed_epoch(pointer)) != resumed_from:
             seen.setdefault(checkpointed, time.monotonic())
-        time.sleep(0.005)
+        return len(seen) >= 2 and max(seen) >= epoch
+
+    _wait(process, timed, poll=0.005)
     last = max(seen)
-    assert last - 1 in seen, f"checkpoints seen: {sorted(seen)}"
+    assert last - 1 in seen and last <= EPOCHS - 2, f"checkpoints seen: {sorted(seen)}"
     time.sleep(rng.uniform(0, 1) * (seen[last] - seen[last - 1]))
+    _kill(process)
+
+
+def _wait(process, condition, poll=0.01):
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(poll)
+
+
+def _kill(process):
     assert process.poll() is None, "the run ended before it was killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -85,16 +106,19 @@ def _state(output_dir):
     return model, history
 
 
-def test_a_run_killed_twice_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
+def test_a_run_killed_three_times_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
     rng = random.Random()  # other kill moments each time; the result must not depend on them
-    _kill_after_checkpoint(tmp_path, 2, rng)
-    # This run resumes from epoch 2 or 3, so epoch 5 is the first it surely times.
-    _kill_after_checkpoint(tmp_path, rng.randint(5, EPOCHS - 2), rng)
-    assert not (tmp_path / "metrics.json").exists()
-    _finish(tmp_path)
+    output_dir = tmp_path / "run"
+    _kill_early(output_dir, rng)
+    # Each run writes two checkpoints before its kill, so the third is killed
+    # after epoch 8 at the latest, two epochs before the end.
+    _kill_after_checkpoint(output_dir, 2, rng)
+    _kill_after_checkpoint(output_dir, rng.randint(4, EPOCHS - 2), rng)
+    assert not (output_dir / "metrics.json").exists()
+    _finish(output_dir)
 
     expected, expected_history = _state(uninterrupted)
-    resumed, history = _state(tmp_path)
+    resumed, history = _state(output_dir)
     for want, got in zip(expected.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
     assert int(resumed.optimizer.iterations) == int(expected.optimizer.iterations)
