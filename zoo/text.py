@@ -103,6 +103,41 @@ def _check_text(input_shape, vocab_size, name, **positive):
     return sequence_length
 
 
+def generate(model, prompt, num_tokens, *, temperature=1.0, seed=None):
+    """Extends token sequences with a causal language model, on any backend.
+
+    Args:
+        model: a `mini_gpt` (or any model mapping `(batch, length)` tokens to
+            `(batch, length, vocab)` logits).
+        prompt: integer tokens, `(length,)` or `(batch, length)`.
+        num_tokens: how many tokens to add.
+        temperature: `0` takes the most likely token; higher values sample
+            more freely. Defaults to `1.0`.
+        seed: an int makes sampling repeatable. Defaults to `None`.
+
+    Returns:
+        The prompt and the new tokens, as an int32 NumPy array.
+    """
+    tokens = np.atleast_2d(np.asarray(prompt, dtype="int32"))
+    if tokens.shape[1] == 0:
+        raise ZooError("Expected a prompt of at least one token. Received: an empty prompt")
+    if temperature < 0:
+        raise ZooError(f"Expected temperature >= 0. Received: temperature={temperature}")
+    context = model.get_layer(f"{model.name}_embedding").sequence_length
+    seed_generator = keras.random.SeedGenerator(seed)
+    for _ in range(num_tokens):
+        logits = model(tokens[:, -context:], training=False)[:, -1, :]
+        if temperature == 0:
+            next_tokens = ops.argmax(logits, axis=-1)
+        else:
+            next_tokens = keras.random.categorical(logits / temperature, 1, seed=seed_generator)[
+                :, 0
+            ]
+        next_tokens = ops.convert_to_numpy(next_tokens).astype("int32")
+        tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
+    return tokens
+
+
 @register_model(
     task="classification", source="https://keras.io/examples/nlp/bidirectional_lstm_imdb/"
 )
@@ -224,38 +259,3 @@ def mini_gpt(
     )
     outputs = keras.layers.Dense(vocab_size, name=f"{name}_logits")(x)
     return keras.Model(inputs, outputs, name=name)
-
-
-def generate(model, prompt, num_tokens, *, temperature=1.0, seed=None):
-    """Extends token sequences with a causal language model, on any backend.
-
-    Args:
-        model: a `mini_gpt` (or any model mapping `(batch, length)` tokens to
-            `(batch, length, vocab)` logits).
-        prompt: integer tokens, `(length,)` or `(batch, length)`.
-        num_tokens: how many tokens to add.
-        temperature: `0` takes the most likely token; higher values sample
-            more freely. Defaults to `1.0`.
-        seed: an int makes sampling repeatable. Defaults to `None`.
-
-    Returns:
-        The prompt and the new tokens, as an int32 NumPy array.
-    """
-    tokens = np.atleast_2d(np.asarray(prompt, dtype="int32"))
-    if tokens.shape[1] == 0:
-        raise ZooError("Expected a prompt of at least one token. Received: an empty prompt")
-    if temperature < 0:
-        raise ZooError(f"Expected temperature >= 0. Received: temperature={temperature}")
-    context = model.get_layer(f"{model.name}_embedding").sequence_length
-    seed_generator = keras.random.SeedGenerator(seed)
-    for _ in range(num_tokens):
-        logits = model(tokens[:, -context:], training=False)[:, -1, :]
-        if temperature == 0:
-            next_tokens = ops.argmax(logits, axis=-1)
-        else:
-            next_tokens = keras.random.categorical(logits / temperature, 1, seed=seed_generator)[
-                :, 0
-            ]
-        next_tokens = ops.convert_to_numpy(next_tokens).astype("int32")
-        tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
-    return tokens

@@ -10,8 +10,9 @@ has the input's size, so no cropping) and followed by BatchNorm.
 import keras
 
 from zoo import checks, layout
+from zoo.errors import ZooError
 from zoo.registry import register_model
-from zoo.resnet import BN_EPSILON
+from zoo.resnet import BN_EPSILON, POOLINGS
 
 
 def apply_double_conv(x, filters, name):
@@ -34,7 +35,7 @@ def apply_up_block(x, skip, filters, name):
     return apply_double_conv(x, filters, name)
 
 
-def build_unet(input_shape, num_classes, filters, depth, include_top, name):
+def build_unet(input_shape, num_classes, filters, depth, include_top, pooling, name):
     """Builds a U-Net as a Functional model.
 
     Args:
@@ -44,8 +45,14 @@ def build_unet(input_shape, num_classes, filters, depth, include_top, name):
         filters: channels of the first level, doubled at each level down.
         depth: downsampling steps.
         include_top: whether to end with the 1x1 convolution to class logits.
+        pooling: without the top, `None`, `"avg"` or `"max"` pooling of the
+            last decoder feature map.
         name: model name, the prefix of every layer name.
     """
+    if pooling not in POOLINGS:
+        raise ZooError(
+            f"{name} expects pooling to be one of {POOLINGS}. Received: pooling={pooling!r}"
+        )
     checks.positive_int(depth, name="depth", model=name)
     checks.positive_int(filters, name="filters", model=name)
     checks.positive_int(num_classes, name="num_classes", model=name)
@@ -63,6 +70,10 @@ def build_unet(input_shape, num_classes, filters, depth, include_top, name):
         x = apply_up_block(x, skips[level - 1], filters * 2 ** (level - 1), f"{name}_up{level}")
     if include_top:
         x = keras.layers.Conv2D(num_classes, 1, name=f"{name}_head")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name=f"{name}_maxpool")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -90,6 +101,7 @@ def unet_small(
     filters=16,
     depth=3,
     include_top=True,
+    pooling=None,
     name="unet_small",
 ):
     """A small U-Net returning per-pixel class logits at the input resolution.
@@ -103,6 +115,8 @@ def unet_small(
         depth: downsampling steps. Defaults to `3`.
         include_top: end with the 1x1 convolution to class logits; without it
             the model returns the last decoder feature map. Defaults to `True`.
+        pooling: without the top, `None` (the feature map), `"avg"` or `"max"`
+            (a vector per image). Defaults to `None`.
         name: model name, the prefix of every layer name. Defaults to `"unet_small"`.
     """
-    return build_unet(input_shape, num_classes, filters, depth, include_top, name)
+    return build_unet(input_shape, num_classes, filters, depth, include_top, pooling, name)

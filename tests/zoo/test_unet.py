@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -21,9 +22,22 @@ def test_output_keeps_the_input_resolution_and_features_are_named():
     }
 
 
-def test_headless_returns_the_last_decoder_features():
-    model = zoo.create_model("unet_small", input_shape=(16, 16, 1), include_top=False)
-    assert model.output_shape == (None, 16, 16, 16)
+@pytest.mark.parametrize(
+    "pooling, shape", [(None, (None, 16, 16, 16)), ("avg", (None, 16)), ("max", (None, 16))]
+)
+def test_headless_returns_the_last_decoder_features(pooling, shape):
+    model = zoo.create_model(
+        "unet_small", input_shape=(16, 16, 1), include_top=False, pooling=pooling
+    )
+    assert model.output_shape == shape
+    x = np.random.default_rng(0).uniform(size=(2, 16, 16, 1)).astype("float32")
+    features = keras.ops.convert_to_numpy(feature_maps(model)(x)["up1"])
+    reduce = {
+        None: lambda f: f,
+        "avg": lambda f: f.mean(axis=(1, 2)),
+        "max": lambda f: f.max(axis=(1, 2)),
+    }
+    np.testing.assert_allclose(model.predict(x, verbose=0), reduce[pooling](features), atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +46,7 @@ def test_headless_returns_the_last_decoder_features():
         ({"input_shape": (20, 20, 3)}, "divisible by 8"),
         ({"depth": 0}, "depth to be a positive int"),
         ({"num_classes": 1.5}, "num_classes to be a positive int"),
+        ({"include_top": False, "pooling": "mean"}, "pooling to be one of"),
     ],
 )
 def test_bad_arguments_fail_in_one_line(kwargs, message):
