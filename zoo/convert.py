@@ -16,8 +16,8 @@ import zipfile
 import keras
 import numpy as np
 
+from zoo import safety
 from zoo.errors import ZooError
-from zoo.safety import first_line
 
 _STORAGE_DTYPES = {
     "FloatStorage": "<f4",
@@ -92,6 +92,9 @@ class _StateDictUnpickler(pickle.Unpickler):
     def __init__(self, archive, prefix, path):
         super().__init__(archive.open(f"{prefix}data.pkl"))
         self.archive, self.prefix, self.path = archive, prefix, path
+        # Storages by key, each read once, as torch.load does: a pickle that
+        # names one large record many times must not read it many times.
+        self.storages = {}
 
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
@@ -116,10 +119,14 @@ class _StateDictUnpickler(pickle.Unpickler):
             )
         _, storage, key, _, numel = pid
         name = f"{self.prefix}data/{key}"
-        try:
-            data = self.archive.read(name)
-        except KeyError:
-            raise ZooError(f"Refusing {self.path!r}: it has no storage record {name!r}") from None
+        if name not in self.storages:
+            try:
+                self.storages[name] = self.archive.read(name)
+            except KeyError:
+                raise ZooError(
+                    f"Refusing {self.path!r}: it has no storage record {name!r}"
+                ) from None
+        data = self.storages[name]
         if not (isinstance(numel, int) and 0 <= numel * storage.dtype.itemsize <= len(data)):
             raise ZooError(
                 f"Refusing {self.path!r}: expected a storage of {numel!r:.50} "
@@ -152,13 +159,14 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
             pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
             if len(pickles) != 1:
                 raise ZooError(f"Expected one data.pkl in a torch.save file. Received: {path!r}")
+            safety.check_unpacked_sizes(archive.infolist(), path)
             prefix = pickles[0][: -len("data.pkl")]
             state = _StateDictUnpickler(archive, prefix, path).load()
     except ZooError:
         raise
     except Exception as exc:  # a truncated or crafted file fails in many ways, all of them here
         raise ZooError(
-            f"Refusing {path!r}, which is not a readable torch.save file: {first_line(exc)}"
+            f"Refusing {path!r}, which is not a readable torch.save file: {safety.first_line(exc)}"
         ) from exc
     if not isinstance(state, dict):
         raise ZooError(f"Expected a state_dict in {path!r}. Received: {type(state).__name__}")

@@ -128,20 +128,27 @@ def _check_members(infos, path):
             _refuse(path, f"archive member {name!r} is encrypted")
         if name not in _MEMBERS and not (parts[0] == "assets" and len(parts) > 1):
             _refuse(path, f"unexpected archive member {name!r}; expected {', '.join(_MEMBERS)}")
+    check_unpacked_sizes(infos, path)
+    for required in ("config.json", "model.weights.h5"):
+        if required not in names:
+            _refuse(path, f"no {required} in the archive; expected a Keras 3 .keras file")
+
+
+def check_unpacked_sizes(infos, path) -> None:
+    """Refuses a zip archive (`zipfile.ZipInfo`s) with a decompression bomb
+    member or members that unpack to more than `MAX_UNCOMPRESSED_BYTES`."""
+    for info in infos:
         if info.file_size > BOMB_FLOOR_BYTES and info.file_size > MAX_EXPANSION * max(
             info.compress_size, 1
         ):
             _refuse(
                 path,
-                f"archive member {name!r} unpacks {info.file_size} bytes from "
+                f"archive member {info.filename!r} unpacks {info.file_size} bytes from "
                 f"{info.compress_size}, a decompression bomb",
             )
     total = sum(info.file_size for info in infos)
     if total > MAX_UNCOMPRESSED_BYTES:
         _refuse(path, f"its members unpack to {total} bytes, more than {MAX_UNCOMPRESSED_BYTES}")
-    for required in ("config.json", "model.weights.h5"):
-        if required not in names:
-            _refuse(path, f"no {required} in the archive; expected a Keras 3 .keras file")
 
 
 def _read_json(archive, name, path):

@@ -16,10 +16,10 @@ import zoo
 from zoo.convert import from_torchvision, load_state_dict
 
 
-def torch_style_zip(path, payload, records=None):
+def torch_style_zip(path, payload, records=None, compression=zipfile.ZIP_STORED):
     """A file laid out as torch.save writes it, holding an arbitrary pickle and
     `{key: bytes}` storage records."""
-    with zipfile.ZipFile(path, "w") as archive:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
         archive.writestr("archive/data.pkl", payload)
         for key, data in (records or {}).items():
             archive.writestr(f"archive/data/{key}", data)
@@ -272,3 +272,13 @@ def test_a_mismatched_state_dict_fails_and_changes_nothing(tmp_path, drop, add, 
         from_torchvision(model, tmp_path / "w.safetensors")
     for old, new in zip(before, model.weights, strict=True):
         np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
+
+
+def test_a_storage_record_that_is_a_decompression_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.pth"
+    numel = 32 << 18  # 32 MiB of float32 zeros, which deflate packs about 1000-fold
+    records = {"0": bytes(numel * 4)}
+    pickle = tensor_pickle(0, (numel,), (1,), storage(numel=numel))
+    torch_style_zip(path, pickle, records, compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(zoo.ZooError, match="'archive/data/0' unpacks 33554432 bytes from"):
+        load_state_dict(path)
