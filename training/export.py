@@ -159,6 +159,7 @@ def _verify(model, format, path, atol=1e-4):
     outputs (within `atol`) on random batches of 1 and 3."""
     spec = _input_spec(model)
     rng = np.random.default_rng(0)
+    run = None
     for batch_size in (1, 3):
         shape = (batch_size, *(2 if dim is None else dim for dim in spec.shape[1:]))
         x = (
@@ -166,23 +167,38 @@ def _verify(model, format, path, atol=1e-4):
         ).astype(str(spec.dtype))
         expected = keras.ops.convert_to_numpy(model(x, training=False))
         try:
-            got = _runtime(format, path)(x)
+            run = run or load_artifact(format, path)
+            got = run(x)
         except Exception as exc:  # the runtime's own error about the artifact
             raise ZooError(
                 f"Expected the {format} artifact of {model.name!r} to run in "
                 f"{RUNTIMES[format]}. Received: {_one_line(exc)}"
             ) from exc
+        if got.shape != expected.shape:
+            raise ZooError(
+                f"Expected the {format} artifact of {model.name!r} to give outputs of "
+                f"shape {expected.shape}. Received: {got.shape}"
+            )
         error = float(np.max(np.abs(got - expected)))
-        if got.shape != expected.shape or not error <= atol:
+        if not error <= atol:
             raise ZooError(
                 f"Expected the {format} artifact of {model.name!r} to give the model's "
-                f"outputs {expected.shape} within {atol}. Received: outputs {got.shape}, "
-                f"off by up to {error:.3g}"
+                f"outputs within {atol}. Received: outputs off by up to {error:.3g}"
             )
 
 
-def _runtime(format, path):
-    """The artifact at `path` in its own runtime, as a function of an array."""
+def load_artifact(format, path):
+    """An exported artifact in its own runtime, as a function of a NumPy array.
+
+    Args:
+        format: one of `FORMATS`.
+        path: what `export` wrote.
+
+    Example:
+
+    >>> run = load_artifact("onnx", "digits.onnx")
+    >>> logits = run(x_test[:7])
+    """
     if format == "onnx":
         import onnxruntime
 

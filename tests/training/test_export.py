@@ -11,7 +11,7 @@ from tiny import LARGE, TINY_KWARGS
 
 import zoo
 from training import cli
-from training.export import FORMATS, REQUIREMENTS, check_supported, export
+from training.export import FORMATS, REQUIREMENTS, check_supported, export, load_artifact
 
 BACKEND = keras.backend.backend()
 SUFFIXES = {"onnx": ".onnx", "tf_saved_model": "", "torch": ".pt2"}
@@ -80,26 +80,8 @@ def _inputs(model, input_shape, batch_size, vocab_size=None, seed=0):
     return rng.uniform(0, 1, size=(batch_size, *shape)).astype("float32")
 
 
-def _runtime(format, output):
-    """The artifact loaded in its own runtime, as a function of NumPy arrays."""
-    if format == "onnx":
-        ort = pytest.importorskip("onnxruntime")
-        session = ort.InferenceSession(output, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    if format == "tf_saved_model":
-        tf = pytest.importorskip("tensorflow")
-        # Holding the loaded object keeps its variables alive.
-        loaded = tf.saved_model.load(output)
-        return lambda x: loaded.serve(tf.constant(x)).numpy()
-    torch = pytest.importorskip("torch")
-    module = torch.export.load(output).module()
-    device = next(iter(module.state_dict().values())).device
-    return lambda x: module(torch.as_tensor(x, device=device)).detach().cpu().numpy()
-
-
 def _check_matches_keras(model, format, output, input_shape, vocab_size=None):
-    run = _runtime(format, output)
+    run = load_artifact(format, output)
     for batch_size in (1, 7):
         x = _inputs(model, input_shape, batch_size, vocab_size, seed=batch_size)
         expected = model.predict(x, verbose=0)
@@ -205,14 +187,26 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["mlp.keras"]
 
 
-def test_an_artifact_that_computes_something_else_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda y: y + 1e-3, r"within 0.0001. Received: outputs off by up to 0.001$"),
+        (lambda y: y[:, :1], r"outputs of shape \(1, \d+\). Received: \(1, 1\)$"),
+    ],
+    ids=["values", "shape"],
+)
+def test_an_artifact_that_computes_something_else_is_refused(
+    tamper, message, tmp_path, monkeypatch
+):
     from training import export as export_module
 
-    runtime = export_module._runtime
-    monkeypatch.setattr(export_module, "_runtime", lambda *args: lambda x: runtime(*args)(x) + 1e-3)
+    runtime = export_module.load_artifact
+    monkeypatch.setattr(
+        export_module, "load_artifact", lambda *args: lambda x: tamper(runtime(*args)(x))
+    )
     format = next(f for f in FORMATS if _supported(f))
     _, model_path = _save("mlp", tmp_path)
-    with pytest.raises(zoo.ZooError, match=r"within 0.0001. Received: .*off by up to 0.001"):
+    with pytest.raises(zoo.ZooError, match=message):
         export(model_path, format, tmp_path / f"exported{SUFFIXES[format]}")
     assert os.listdir(tmp_path) == ["mlp.keras"]
 
