@@ -71,12 +71,12 @@ def load(output_dir, config) -> Checkpoint | None:
 
     A checkpoint of the same settings resumes, with `overwrite` or without,
     so that the command that was killed resumes when run again. One of other
-    settings is ignored with `overwrite`, and the new run's first checkpoint
-    replaces it.
+    settings, or one that does not load, is ignored with `overwrite`, and the
+    new run's first checkpoint replaces it.
 
     Raises:
-        ZooError: the checkpoint is of a run with other settings, and
-            `config.overwrite` is off.
+        ZooError: the checkpoint is of a run with other settings or does not
+            load, and `config.overwrite` is off.
     """
     pointer = os.path.join(output_dir, DIRNAME, POINTER)
     if not os.path.exists(pointer):
@@ -97,7 +97,14 @@ def load(output_dir, config) -> Checkpoint | None:
             f"overwrite=True (--overwrite) to start over. Received: "
             + ", ".join(f"{k}={_identity(config).get(k)!r}" for k in changed)
         )
-    net = zoo.load_model(os.path.join(output_dir, DIRNAME, state["model"]))
+    try:
+        net = zoo.load_model(os.path.join(output_dir, DIRNAME, state["model"]))
+    except ZooError as error:
+        if config.overwrite:
+            return None
+        raise ZooError(
+            f"{error}. To start the run over, pass overwrite=True (--overwrite)"
+        ) from error
     for variable, value in zip(_unsaved_variables(net), state["seed_states"], strict=True):
         variable.assign(np.asarray(value, dtype=variable.dtype))
     return Checkpoint(net, state["epoch"], state["history"], state["global_rng_state"])

@@ -1,6 +1,7 @@
 """Crash safety of `fit`: a run killed with SIGKILL at any point resumes from
 its last checkpoint to the result of an uninterrupted run."""
 
+import dataclasses
 import json
 import os
 import random
@@ -55,7 +56,7 @@ def _kill_after_checkpoint(output_dir, epoch, rng):
     writing the next checkpoint.
 
     The moment is a random fraction of the run's own epoch time, measured
-    between the last two checkpoints it wrote, so that a fast backend is not
+    between the checkpoints it wrote, so that a fast backend is not
     killed after it finished and a slow one not always early in an epoch.
     """
     pointer = output_dir / checkpoints.DIRNAME / checkpoints.POINTER
@@ -69,9 +70,10 @@ def _kill_after_checkpoint(output_dir, epoch, rng):
         return len(seen) >= 2 and max(seen) >= epoch
 
     _wait(process, timed, poll=0.005)
-    last = max(seen)
-    assert last - 1 in seen and last <= EPOCHS - 2, f"checkpoints seen: {sorted(seen)}"
-    time.sleep(rng.uniform(0, 1) * (seen[last] - seen[last - 1]))
+    first, last = min(seen), max(seen)
+    assert last <= EPOCHS - 2, f"checkpoints seen: {sorted(seen)}"
+    epoch_time = (seen[last] - seen[first]) / (last - first)
+    time.sleep(rng.uniform(0, 1) * epoch_time)
     _kill(process)
 
 
@@ -162,22 +164,52 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         training.fit("mlp", "digits", epochs=2, output_dir=str(tmp_path), verbose=0)
 
 
-def test_overwrite_resumes_its_own_interrupted_run_and_restarts_another(tmp_path):
-    training.fit("mlp", "digits", epochs=1, output_dir=str(tmp_path), verbose=0)
-    finished = (tmp_path / "metrics.json").read_bytes()
-    # An --overwrite run killed after its first epoch: the finished run's files
-    # are still in place until it finishes.
-    config = training.FitConfig(epochs=3, output_dir=str(tmp_path), overwrite=True)
-    checkpoints.save(
-        tmp_path, zoo.load_model(tmp_path / "model.keras"), epoch=1, history={}, config=config
-    )
-    assert checkpoints.load(tmp_path, config).epoch == 1  # the same command resumes
-    assert (tmp_path / "metrics.json").read_bytes() == finished
+class _Interrupt(keras.callbacks.Callback):
+    """Counts the epochs a `fit` runs, and stops it like a kill at the end of
+    epoch index `at`, before that epoch's checkpoint."""
 
-    other = training.FitConfig(epochs=3, output_dir=str(tmp_path), overwrite=True, seed=1)
-    assert checkpoints.load(tmp_path, other) is None  # another one starts over
-    with pytest.raises(ZooError, match="interrupted run with other settings \\(seed\\)"):
-        checkpoints.load(tmp_path, training.FitConfig(epochs=3, output_dir=str(tmp_path), seed=1))
+    def __init__(self, at=None):
+        super().__init__()
+        self.at, self.epochs = at, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_overwrite_resumes_its_own_interrupted_run(tmp_path):
+    run = dict(epochs=3, output_dir=str(tmp_path), verbose=0)
+    training.fit("mlp", "digits", **{**run, "epochs": 1})
+    finished = (tmp_path / "metrics.json").read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        training.fit("mlp", "digits", overwrite=True, keras_callbacks=[_Interrupt(at=1)], **run)
+    # The finished run's files stay until the run replacing it finishes.
+    assert (tmp_path / "metrics.json").read_bytes() == finished
+    with pytest.raises(ZooError, match=r"interrupted run with other settings \(seed\)"):
+        training.fit("mlp", "digits", seed=1, **run)
+
+    counter = _Interrupt()
+    result = training.fit("mlp", "digits", overwrite=True, keras_callbacks=[counter], **run)
+    assert counter.epochs == 2  # epochs 2 and 3: the same command resumed
+    assert len(result.history["loss"]) == 3
+    assert (tmp_path / "metrics.json").read_bytes() != finished
+
+
+def test_overwrite_starts_over_a_checkpoint_of_other_settings_or_that_does_not_load(tmp_path):
+    config = training.FitConfig(epochs=3, output_dir=str(tmp_path))
+    net = zoo.create_model("mlp", input_shape=(4,), hidden_units=(8,), num_classes=2)
+    net.compile("sgd", "sparse_categorical_crossentropy")
+    checkpoints.save(tmp_path, net, epoch=1, history={}, config=config)
+
+    other = dataclasses.replace(config, seed=1, overwrite=True)
+    assert checkpoints.load(tmp_path, other) is None
+    model_file = tmp_path / checkpoints.DIRNAME / "epoch-0001.keras"
+    model_file.write_bytes(model_file.read_bytes()[:-100])  # damaged
+    with pytest.raises(ZooError, match=r"To start the run over, pass overwrite=True") as error:
+        checkpoints.load(tmp_path, config)
+    assert "\n" not in str(error.value)
+    assert checkpoints.load(tmp_path, dataclasses.replace(config, overwrite=True)) is None
 
 
 class _NaNAfter(keras.layers.Layer):
