@@ -45,6 +45,13 @@ def image_shape(input_shape, *, model, min_size=1, multiple_of=1):
     return dims, (height, width)
 
 
+def one_of(value, options, *, name, model):
+    """Returns `value` if it is one of `options`, or raises `ZooError`."""
+    if value not in options:
+        raise ZooError(f"{model} expects {name} to be one of {options}. Received: {name}={value!r}")
+    return value
+
+
 def positive_int(value, *, name, model):
     """Returns `value` if it is a positive int, or raises `ZooError`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -99,10 +99,7 @@ def build_mobilenet_v2(input_shape, num_classes, include_top, pooling, alpha, dr
         dropout: dropout rate before the classifier's `Linear`.
         name: model name, the prefix of every layer name.
     """
-    if pooling not in POOLINGS:
-        raise ZooError(
-            f"{name} expects pooling to be one of {POOLINGS}. Received: pooling={pooling!r}"
-        )
+    checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
         raise ZooError(f"{name} expects alpha to be a positive number. Received: alpha={alpha!r}")
     input_shape, _ = checks.image_shape(input_shape, model=name)

@@ -10,7 +10,6 @@ convolutions and the stem's max pool), the padding is an explicit
 import keras
 
 from zoo import checks, layout
-from zoo.errors import ZooError
 from zoo.registry import register_model
 
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
@@ -96,12 +95,8 @@ def build_resnet(
             (3x3/1 convolution, for 32x32 images).
         name: model name, the prefix of every layer name.
     """
-    if stem not in STEMS:
-        raise ZooError(f"{name} expects stem to be one of {STEMS}. Received: stem={stem!r}")
-    if pooling not in POOLINGS:
-        raise ZooError(
-            f"{name} expects pooling to be one of {POOLINGS}. Received: pooling={pooling!r}"
-        )
+    checks.one_of(stem, STEMS, name="stem", model=name)
+    checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     input_shape, _ = checks.image_shape(
         input_shape, model=name, min_size=1 if stem == "small" else 32
     )

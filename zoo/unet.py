@@ -10,7 +10,6 @@ has the input's size, so no cropping) and followed by BatchNorm.
 import keras
 
 from zoo import checks, layout
-from zoo.errors import ZooError
 from zoo.registry import register_model
 from zoo.resnet import BN_EPSILON, POOLINGS
 
@@ -49,10 +48,7 @@ def build_unet(input_shape, num_classes, filters, depth, include_top, pooling, n
             last decoder feature map.
         name: model name, the prefix of every layer name.
     """
-    if pooling not in POOLINGS:
-        raise ZooError(
-            f"{name} expects pooling to be one of {POOLINGS}. Received: pooling={pooling!r}"
-        )
+    checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     checks.positive_int(depth, name="depth", model=name)
     checks.positive_int(filters, name="filters", model=name)
     checks.positive_int(num_classes, name="num_classes", model=name)

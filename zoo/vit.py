@@ -95,10 +95,7 @@ def apply_vit_block(x, num_heads, mlp_dim, dropout, name):
 
 
 def _check_vit(input_shape, include_top, pooling, patch_size, embed_dim, num_heads, name):
-    if pooling not in POOLINGS:
-        raise ZooError(
-            f"{name} expects pooling to be one of {POOLINGS}. Received: pooling={pooling!r}"
-        )
+    checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     if include_top and pooling is None:
         raise ZooError(
             f"{name} expects pooling 'token' or 'avg' when include_top=True. Received: pooling=None"
