@@ -1,9 +1,14 @@
 import importlib.util
+import os
 
-import pytest
-from tiny import LARGE
+from training.backends import BACKENDS, startup_environment
 
-from training.backends import BACKENDS
+# Before tiny imports keras and with it the backend: this process and the ones
+# it starts run TensorFlow as `training` starts it.
+os.environ.update(startup_environment("tensorflow"))
+
+import pytest  # noqa: E402
+from tiny import LARGE  # noqa: E402
 
 MISSING = [name for name in BACKENDS if importlib.util.find_spec(name) is None]
 

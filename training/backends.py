@@ -50,8 +50,20 @@ def select(name: str | None = None) -> str:
                 f"Keras is already running on {active!r}; the backend is fixed at "
                 f"the first keras import. Received: {source}={name!r}"
             )
+    os.environ.update(startup_environment(name))
     os.environ["KERAS_BACKEND"] = name
     return name
+
+
+def startup_environment(name: str) -> dict[str, str]:
+    """The environment variables backend `name`'s framework must see when it
+    starts for every zoo model to run; values already set are kept.
+
+    TensorFlow's CPU convolutions take channels_first images only through
+    oneDNN, which TensorFlow turns on by itself only on CPUs with AVX-512.
+    """
+    wanted = {"tensorflow": {"TF_ENABLE_ONEDNN_OPTS": "1"}}.get(name, {})
+    return {key: os.environ.get(key, value) for key, value in wanted.items()}
 
 
 def deterministic_environment() -> dict[str, str]:

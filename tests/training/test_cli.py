@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -163,6 +164,24 @@ def test_bad_backend_from_the_environment_in_a_fresh_process():
     assert result.stderr.strip().splitlines()[-1] == (
         "error: Expected a backend from tensorflow, torch, jax. Received: KERAS_BACKEND='theano'"
     )
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's CPU convolutions")
+def test_tensorflow_started_by_training_runs_channels_first_in_a_fresh_process():
+    script = (
+        "from training import backends\n"
+        "backends.select('tensorflow')\n"
+        "import keras, numpy as np, zoo\n"
+        "keras.config.set_image_data_format('channels_first')\n"
+        "net = zoo.create_model('simple_cnn', input_shape=(1, 8, 8), num_classes=3)\n"
+        "print(net.predict(np.zeros((2, 1, 8, 8), 'float32'), verbose=0).shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "(2, 3)"
 
 
 def test_cli_defaults_reach_97_percent_on_digits(tmp_path):

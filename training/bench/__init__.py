@@ -132,7 +132,13 @@ def worker_env(backend) -> dict:
     the `training` package, wherever the worker starts."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {
+        **os.environ,
+        **backends_module.startup_environment(backend),
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": path,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
 
 
 def _run_worker(backend, config_path, records_path, log):
