@@ -4,6 +4,7 @@ Family files register their entrypoints with `@register_model`; importing `zoo`
 imports every family, so every model is registered.
 """
 
+import contextlib
 import dataclasses
 import difflib
 import fnmatch
@@ -12,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 
 import keras
+from keras.src.backend.common import global_state  # Keras' list of deferred variables
 from keras.src.models.functional import Functional  # no public alias in Keras 3
 
 from zoo.errors import ZooError
@@ -156,7 +158,8 @@ def create_model(name: str, /, **overrides) -> keras.Model:
 def model_info(name: str) -> ModelInfo:
     """Returns the metadata of a registered model, building it with its defaults."""
     entry = _entry(name)
-    model = entry.builder()
+    with _without_weight_values():
+        model = entry.builder()
     defaults = model_arguments(name)
     doc = inspect.getdoc(entry.builder) or ""
     return ModelInfo(
@@ -174,6 +177,26 @@ def model_info(name: str) -> ModelInfo:
         description=doc.split("\n", 1)[0],
         defaults=defaults,
     )
+
+
+@contextlib.contextmanager
+def _without_weight_values():
+    """Builds models whose variables have shapes but no values: metadata needs
+    only shapes, and initialising a ResNet-50's weights takes seconds (tens
+    on JAX, which compiles each initializer).
+
+    Keras defers a variable's initialisation inside a `StatelessScope` and
+    lists it for the next scope to initialise; the variables made here are
+    taken off that list, so that they are never initialised and do not
+    outlive the model.
+    """
+    deferred = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+    already = len(deferred)
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        del deferred[already:]
 
 
 def _count(weights):
