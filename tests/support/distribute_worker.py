@@ -1,14 +1,15 @@
 """Run by test_distribute.py in a fresh process (KERAS_BACKEND set; under
 torchrun for torch), as the backends' devices are fixed when they start.
 
-    python distribute_worker.py TASK OUTPUT_DIR [DEVICES]
+    python distribute_worker.py TASK[,TASK...] OUTPUT_DIR [DEVICES]
 
-TASK is `equivalence`, `custom_step` or a generative zoo model's name.
+Each TASK is `equivalence`, `custom_step` or a generative zoo model's name;
+they run one after another in the same processes, which start once.
 
 DEVICES, the replicas per host, defaults to 2; `all` leaves the choice to the
-backend (one per worker under TF_CONFIG or jax.distributed). Each process
-writes `OUTPUT_DIR/result_<torch rank, else 0>.json`; the chief's run also
-writes its run directory under OUTPUT_DIR.
+backend (one per worker under TF_CONFIG or jax.distributed). For each task,
+each process writes `OUTPUT_DIR/TASK/result_<torch rank, else 0>.json`; the
+chief's run also writes its run directory under `OUTPUT_DIR/TASK`.
 """
 
 import json
@@ -134,7 +135,7 @@ def generative(name, output_dir):
         devices=DEVICES,
         batch_size=64,
         epochs=1,
-        output_dir=os.path.join(output_dir, name),
+        output_dir=os.path.join(output_dir, "run"),
         verbose=0,
     )
     return {"history": run.history, "output_dir": run.output_dir}
@@ -159,8 +160,11 @@ def _process():
 
 
 if __name__ == "__main__":
-    task, output_dir = sys.argv[1:3]
-    tasks = {"equivalence": equivalence, "custom_step": custom_step}
-    result = tasks[task](output_dir) if task in tasks else generative(task, output_dir)
-    with open(os.path.join(output_dir, f"result_{_process()}.json"), "w") as f:
-        json.dump(result, f)
+    tasks, root = sys.argv[1].split(","), sys.argv[2]
+    runs = {"equivalence": equivalence, "custom_step": custom_step}
+    for task in tasks:
+        output_dir = os.path.join(root, task)
+        os.makedirs(output_dir, exist_ok=True)
+        result = runs[task](output_dir) if task in runs else generative(task, output_dir)
+        with open(os.path.join(output_dir, f"result_{_process()}.json"), "w") as f:
+            json.dump(result, f)

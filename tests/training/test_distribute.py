@@ -61,25 +61,33 @@ def _torchrun(*args):
     return [sys.executable, "-m", "torch.distributed.run", *args]
 
 
-def run_worker(task, output_dir):
-    """Runs a worker task on 2 replicas; returns each process's result."""
-    command = [str(WORKER), task, str(output_dir)]
+def run_worker(tasks, output_dir):
+    """Runs worker tasks on 2 replicas; returns each task's result per process."""
+    command = [str(WORKER), ",".join(tasks), str(output_dir)]
     if BACKEND == "torch":
         _run(_torchrun("--standalone", "--nproc-per-node=2", *command))
-        return [json.loads((output_dir / f"result_{i}.json").read_text()) for i in range(2)]
-    _run([sys.executable, *command])
-    return [json.loads((output_dir / "result_0.json").read_text())]
+    else:
+        _run([sys.executable, *command])
+    return {
+        task: [
+            json.loads(path.read_text())
+            for path in sorted((output_dir / task).glob("result_*.json"))
+        ]
+        for task in tasks
+    }
 
 
 @pytest.fixture(scope="module")
-def equivalence(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("equivalence")
-    return output_dir, run_worker("equivalence", output_dir)
+def replicated(tmp_path_factory):
+    """Every data-parallel task, run in one set of processes: they start once."""
+    output_dir = tmp_path_factory.mktemp("replicated")
+    return output_dir, run_worker(("equivalence", "custom_step", "dcgan", "vae"), output_dir)
 
 
 @distributed
-def test_two_replicas_train_as_one_device(equivalence):
-    _, results = equivalence
+def test_two_replicas_train_as_one_device(replicated):
+    results = replicated[1]["equivalence"]
+    assert len(results) == (2 if BACKEND == "torch" else 1)
     for result in results:
         assert result["max_abs_diff"] <= TOLERANCE
         # The partial last batch of each epoch is dropped alike by every replica.
@@ -88,8 +96,8 @@ def test_two_replicas_train_as_one_device(equivalence):
 
 
 @distributed
-def test_only_the_chief_writes_and_its_model_loads_on_one_device(equivalence):
-    output_dir, results = equivalence
+def test_only_the_chief_writes_and_its_model_loads_on_one_device(replicated):
+    output_dir, results = replicated[0] / "equivalence", replicated[1]["equivalence"]
     assert results[0]["output_dir"] == str(output_dir / "run")
     assert all(result["output_dir"] is None for result in results[1:])
     assert sorted(os.listdir(output_dir / "run")) == RUN_FILES
@@ -101,20 +109,22 @@ def test_only_the_chief_writes_and_its_model_loads_on_one_device(equivalence):
 
 
 @distributed
-def test_a_written_once_step_trains_as_one_device(tmp_path):
+def test_a_written_once_step_trains_as_one_device(replicated):
     # Its loss mixes ops and a Keras Loss object, which TensorFlow's replicas
     # would scale differently.
-    for result in run_worker("custom_step", tmp_path):
+    results = replicated[1]["custom_step"]
+    assert results
+    for result in results:
         assert result["max_abs_diff"] <= TOLERANCE
 
 
 @distributed
 @pytest.mark.parametrize("name", ["dcgan", "vae"])
-def test_custom_step_models_train_data_parallel(name, tmp_path):
-    (result, *_) = run_worker(name, tmp_path)
+def test_custom_step_models_train_data_parallel(name, replicated):
+    (result, *_) = replicated[1][name]
     history = result["history"]
     assert history and all(np.isfinite(values).all() for values in history.values())
-    model = zoo.load_model(tmp_path / name / "model.keras")
+    model = zoo.load_model(replicated[0] / name / "run" / "model.keras")
     assert np.isfinite(keras.ops.convert_to_numpy(model.generate(4, seed=0))).all()
 
 
@@ -201,14 +211,13 @@ def test_two_hosts_train_as_one_device(tmp_path):
     for process, error in zip(processes, errors, strict=True):
         assert process.returncode == 0, error[-4000:]
     # result_<torch rank>.json, else result_0.json
-    chief, other = (
-        json.loads(next((tmp_path / h).glob("result_*.json")).read_text()) for h in "01"
-    )
+    hosts = [tmp_path / host / "equivalence" for host in "01"]
+    chief, other = (json.loads(next(h.glob("result_*.json")).read_text()) for h in hosts)
     assert chief["max_abs_diff"] <= TOLERANCE and chief["steps"] == chief["expected_steps"]
     assert chief["output_dir"] and other["output_dir"] is None
     assert other["history"] == chief["history"]
-    assert (tmp_path / "0" / "run" / "metrics.json").exists()
-    assert not (tmp_path / "1" / "run").exists()
+    assert (hosts[0] / "run" / "metrics.json").exists()
+    assert not (hosts[1] / "run").exists()
 
 
 def test_global_batches_split_every_batch_among_the_shards():
