@@ -1,4 +1,9 @@
-"""Cross-backend facts, each backend in its own subprocess."""
+"""Cross-backend facts, each backend in its own subprocess.
+
+Every backend runs two processes in all (tests/support/backend_worker.py):
+one that saves and computes what the others compare with, then one that loads
+what every backend saved. The tests read what they wrote.
+"""
 
 import json
 import os
@@ -15,6 +20,8 @@ from training.backends import BACKENDS
 pytestmark = pytest.mark.cross_backend
 
 WORKER = pathlib.Path(__file__).parent / "support" / "backend_worker.py"
+# torch first: it writes the reference ResNets and the custom steps' inputs.
+PRODUCERS = ("torch", *(b for b in BACKENDS if b != "torch"))
 
 
 def run(backend, *args):
@@ -29,34 +36,36 @@ def run(backend, *args):
     return result.stdout
 
 
-def test_models_saved_on_each_backend_load_on_each_backend(tmp_path):
+@pytest.fixture(scope="module")
+def worked(tmp_path_factory):
+    """The folder every backend's worker wrote to, and what each loaded."""
+    root = tmp_path_factory.mktemp("cross")
+    for backend in PRODUCERS:
+        run(backend, str(WORKER), "produce", str(root))
+    loaded = {}
     for backend in BACKENDS:
-        run(backend, str(WORKER), "save", str(tmp_path))
-    for backend in BACKENDS:
-        loaded = json.loads(run(backend, str(WORKER), "load", str(tmp_path)).splitlines()[-1])
-        assert loaded["loaded_on"] == backend
+        report = json.loads(run(backend, str(WORKER), "consume", str(root)).splitlines()[-1])
+        assert report["loaded_on"] == backend
+        loaded[backend] = report["report"]
+    return root, loaded
+
+
+def test_models_saved_on_each_backend_load_on_each_backend(worked):
+    _, loaded = worked
+    for backend, report in loaded.items():
         # All 3 x 3 pairs, every model, the same predictions.
-        assert sorted(loaded["report"]) == sorted(BACKENDS)
-        for saved_on, differences in loaded["report"].items():
+        assert sorted(report) == sorted(BACKENDS)
+        for saved_on, differences in report.items():
             assert sorted(differences) == sorted(set(TINY_KWARGS) - set(LARGE))
             worst = max(differences, key=differences.get)
             assert differences[worst] <= 1e-5, (saved_on, backend, worst, differences[worst])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_backend_flag_wins_over_the_environment(backend, tmp_path):
-    other = next(b for b in BACKENDS if b != backend)
-    args = f"-m training fit --backend {backend} --model mlp --epochs 1 --verbose 0".split()
-    run(other, *args, "--output-dir", str(tmp_path))
-    assert json.loads((tmp_path / "config.json").read_text())["backend"] == backend
-
-
-def test_custom_step_losses_and_gradients_agree_across_backends(tmp_path):
+def test_custom_step_losses_and_gradients_agree_across_backends(worked):
     """Fixed weights and a fixed batch: losses, the gradient penalty and every
     gradient agree on TensorFlow, PyTorch and JAX."""
-    for backend in BACKENDS:
-        run(backend, str(WORKER), "parity", str(tmp_path))
-    reference, *others = (dict(np.load(tmp_path / f"{b}.npz")) for b in BACKENDS)
+    root, _ = worked
+    reference, *others = (dict(np.load(root / f"{b}.npz")) for b in BACKENDS)
     assert any(key.startswith("wgan_gp_critic/extra") for key in reference)  # the penalty
     for backend, results in zip(BACKENDS[1:], others, strict=True):
         assert sorted(results) == sorted(reference)
@@ -68,16 +77,17 @@ def test_custom_step_losses_and_gradients_agree_across_backends(tmp_path):
             )
 
 
-def test_torchvision_resnets_port_with_the_same_logits(tmp_path):
+def test_torchvision_resnets_port_with_the_same_logits(worked):
     """A randomised torch ResNet (weights and BatchNorm statistics), saved as a
     torchvision state_dict, gives the same logits in the zoo ResNet on every
     backend and in both data formats."""
-    run("torch", str(WORKER), "torchvision-reference", str(tmp_path))
-    reference = np.load(tmp_path / "reference.npz")
+    root, _ = worked
+    reference = np.load(root / "reference.npz")
     for backend in BACKENDS:
         for data_format in ("channels_last", "channels_first"):
-            run(backend, str(WORKER), "torchvision-port", str(tmp_path), data_format)
-            ported = np.load(tmp_path / f"{backend}_{data_format}.npz")
+            ported = np.load(root / f"{backend}_{data_format}.npz")
+            files = [f"{n}_{s}" for n in ("resnet18", "resnet50") for s in ("pth", "safetensors")]
+            assert sorted(ported) == files
             for key, logits in ported.items():
                 expected = reference[key.split("_")[0]]
                 np.testing.assert_allclose(

@@ -1,8 +1,14 @@
 """Run by test_cross_backend.py in a subprocess per backend (KERAS_BACKEND set).
 
-python backend_worker.py save DIR     # every model, an input and its predictions
-python backend_worker.py load DIR     # loads what every backend saved; prints JSON
-python backend_worker.py parity DIR   # custom-step losses and gradients -> DIR/<backend>.npz
+    python backend_worker.py produce DIR   # what this backend saves and computes
+    python backend_worker.py consume DIR   # loads what every backend saved; prints JSON
+
+`produce` writes every model with an input and its predictions
+(DIR/<backend>/), the custom-step losses and gradients (DIR/<backend>.npz)
+and the logits of torchvision ResNets ported in both data formats
+(DIR/<backend>_<data format>.npz); on torch it first writes those ResNets and
+their logits (DIR/reference.npz). Torch's `produce` runs first: it also writes
+the fixed weights and inputs the others compute the custom steps with.
 """
 
 import json
@@ -157,15 +163,18 @@ def torchvision_port(root, data_format):
     np.savez(root / f"{keras.backend.backend()}_{data_format}.npz", **results)
 
 
+def produce(root):
+    if keras.backend.backend() == "torch":
+        torchvision_reference(root)
+    save(root)
+    parity(root)
+    for data_format in ("channels_last", "channels_first"):
+        torchvision_port(root, data_format)
+
+
 if __name__ == "__main__":
     command, root = sys.argv[1], pathlib.Path(sys.argv[2])
-    if command == "save":
-        save(root)
-    elif command == "parity":
-        parity(root)
-    elif command == "torchvision-reference":
-        torchvision_reference(root)
-    elif command == "torchvision-port":
-        torchvision_port(root, sys.argv[3])
+    if command == "produce":
+        produce(root)
     else:
         print(json.dumps({"loaded_on": keras.backend.backend(), "report": load(root)}))

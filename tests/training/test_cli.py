@@ -9,6 +9,7 @@ import pytest
 
 import zoo
 from training import cli
+from training.backends import BACKENDS
 from training.config import FitConfig
 
 
@@ -185,23 +186,20 @@ def test_tensorflow_started_by_training_runs_channels_first_in_a_fresh_process()
 
 
 def test_cli_defaults_reach_97_percent_on_digits(tmp_path):
-    """The README's main job: simple_cnn on digits with the CLI defaults."""
+    """The README's main job: simple_cnn on digits with the CLI defaults,
+    where `--backend` wins over `$KERAS_BACKEND`."""
+    backend = keras.backend.backend()
+    other = next(name for name in BACKENDS if name != backend)
+    args = ["--backend", backend, "--output-dir", str(tmp_path), "--verbose", "2"]
     result = run_cli(
-        "fit",
-        "--model",
-        "simple_cnn",
-        "--dataset",
-        "digits",
-        "--output-dir",
-        str(tmp_path),
-        "--verbose",
-        "2",
+        "fit", "--model", "simple_cnn", "--dataset", "digits", *args, env={"KERAS_BACKEND": other}
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Epoch 30/30" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert json.loads(result.stdout.strip().splitlines()[-1]) == metrics
     assert metrics["test_accuracy"] >= 0.97
+    assert json.loads((tmp_path / "config.json").read_text())["backend"] == backend
 
 
 def _unsafe_or_broken_model(kind, trained, path):
