@@ -53,6 +53,9 @@ def run_model_test(name, init_kwargs, tmp_path):
     """Checks build, output shape, config round-trip, predict, a training step
     and `.keras` save/load for one registered model."""
     task = zoo.model_task(name)
+    # Seeded: tests run in any order, on any xdist worker, and a model's
+    # initial weights must not depend on what ran before it.
+    keras.utils.set_random_seed(0)
     model = zoo.create_model(name, **init_kwargs)
     assert model.built
     assert model.name == init_kwargs.get("name", name)

@@ -48,3 +48,13 @@ LARGE = ("resnet34", "resnet50")
 
 # The models with a custom training step (training.steps).
 CUSTOM_STEP_TASKS = ("generative", "distillation", "self_supervised")
+
+
+def tiny_architecture(name):
+    """`TINY_KWARGS[name]` without what `training.fit` takes from the data
+    (input shape, classes, vocabulary), for `model_kwargs` and `--model-arg`."""
+    return {
+        key: value
+        for key, value in TINY_KWARGS[name].items()
+        if key not in ("input_shape", "num_classes", "vocab_size")
+    }

@@ -7,7 +7,7 @@ import pytest
 from harness import sample_batch
 from PIL import Image
 from runs import RUN_FILES
-from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS
+from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS, tiny_architecture
 
 import training
 import zoo
@@ -90,24 +90,28 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 @pytest.mark.parametrize(
     "name",
-    # Training a ResNet for 3 epochs takes minutes on 2 CPU cores.
+    # Custom-step models: tests/zoo/test_custom_step_models.py. XLA takes
+    # minutes to compile a ResNet's steps on 2 CPU cores, even a tiny one.
     [
         pytest.param(n, marks=pytest.mark.large) if "resnet" in n else n
         for n in zoo.list_models()
-        # Custom-step models: tests/zoo/test_custom_step_models.py.
         if zoo.model_task(n) not in CUSTOM_STEP_TASKS
     ],
 )
 def test_every_model_trains_through_fit(name):
+    """`fit` builds each model for its task's data, trains it and tests it.
+
+    The models take their tiny architecture arguments: what is checked (the
+    data, the objective and the loop fit together) does not depend on width
+    or depth. `fit` chooses input shapes, classes and vocabularies itself.
+    """
     dataset = DATASET_FOR_TASK[zoo.model_task(name)]
     if "vocab_size" in zoo.model_arguments(name):  # token models
         dataset = "arithmetic" if zoo.model_task(name) == "language_modeling" else "sequence_order"
-    # digits are 8x8: models with an ImageNet stem take their small-input one,
-    # ViT patches of 2x2.
-    arguments = zoo.model_arguments(name)
-    model_kwargs = {"stem": "small"} if "stem" in arguments else {}
-    if "patch_size" in arguments:
-        model_kwargs = {"patch_size": 2}
+    model_kwargs = tiny_architecture(name)
+    # digits are 8x8: ViT takes patches of 2x2.
+    if "patch_size" in model_kwargs:
+        model_kwargs["patch_size"] = 2
     result = training.fit(name, dataset, epochs=3, model_kwargs=model_kwargs, verbose=0)
     losses = result.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]

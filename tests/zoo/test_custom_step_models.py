@@ -11,7 +11,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS
+from tiny import CUSTOM_STEP_TASKS, TINY_KWARGS, tiny_architecture
 
 import training
 import zoo
@@ -144,8 +144,10 @@ def test_the_same_seed_gives_the_same_result(name):
 def test_trains_through_the_cli_and_writes_its_losses(name, tmp_path):
     from training import cli
 
-    args = f"fit --model {name} --dataset digits --epochs 1 --verbose 0 --output-dir".split()
-    assert cli.main([*args, str(tmp_path)]) == 0
+    args = f"fit --model {name} --dataset digits --epochs 1 --verbose 0".split()
+    for key, value in tiny_architecture(name).items():
+        args += ["--model-arg", f"{key}={json.dumps(value)}"]
+    assert cli.main([*args, "--output-dir", str(tmp_path)]) == 0
     files = sorted(p.name for p in tmp_path.iterdir())
     assert {"history.json", "metrics.json", "model.keras", "curves.png"} <= set(files)
     if zoo.model_task(name) == "generative":
