@@ -6,6 +6,15 @@ and lint.
     nox -s test-torch        # one backend
     nox -s test-jax -- -k registry   # arguments after -- go to pytest
     nox -s bench             # zoo against native loops: a table and bench.json
+
+The budget: all of `nox`, installs included, in at most 30 minutes on a 2-core
+machine like CI's, and each `test-<backend>` session in at most 8 minutes
+after its install. Every session prints its time and its 25 slowest tests;
+when a run nears the budget, start trimming there (`-- --durations=0` lists
+them all). The per-backend sessions run on every core with pytest-xdist
+(`tests/conftest.py` gives each worker's frameworks its share of the cores),
+a module's tests on one worker so that its module-scoped runs train once;
+`-- -n 0` runs them in one process.
 """
 
 import shutil
@@ -21,15 +30,21 @@ nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
 
+def _install(session, *args):
+    # Byte-compiling every file of TensorFlow, torch and JAX took about half
+    # of each install; Python compiles what a test imports when it imports it.
+    session.install("--no-compile", *args)
+
+
 def _pytest(session, *args):
-    session.run("pytest", *args, *session.posargs)
+    session.run("pytest", "--durations=25", *args, *session.posargs)
 
 
 def _test(backend):
     def session(session):
-        session.install(*CPU_CONSTRAINTS, f".[{backend},export-{backend},test]")
+        _install(session, *CPU_CONSTRAINTS, f".[{backend},export-{backend},test]")
         session.env["KERAS_BACKEND"] = backend
-        _pytest(session, "-m", "not cross_backend")
+        _pytest(session, "-n", "auto", "--dist", "loadscope", "-m", "not cross_backend")
 
     session.__doc__ = f"Run the tests on the {backend} backend (CPU)."
     return session
@@ -42,7 +57,8 @@ def _test_gpu(backend):
             session.skip("no NVIDIA GPU found (nvidia-smi missing or failing)")
         session.log(f"Found {gpu}")
         # No CPU constraints: on a GPU machine the default wheels are the CUDA ones.
-        session.install(f".[{backend}-gpu,export-{backend},test]")
+        # One process: xdist workers would compete for the one GPU's memory.
+        _install(session, f".[{backend}-gpu,export-{backend},test]")
         session.env.update(KERAS_BACKEND=backend, ZOO_EXPECT_GPU="1")
         _pytest(session, "-m", "not cross_backend")
 
@@ -76,8 +92,8 @@ for _backend in BACKENDS:
 @nox.session(name="test-cross-backend")
 def test_cross_backend(session):
     """Save under each backend, load under each other one, in subprocesses."""
-    session.install(*CPU_CONSTRAINTS, ".[all,test]")
-    _pytest(session, "-m", "cross_backend")
+    _install(session, *CPU_CONSTRAINTS, ".[all,test]")
+    _pytest(session, "-n", "auto", "--dist", "loadscope", "-m", "cross_backend")
 
 
 @nox.session
@@ -94,5 +110,5 @@ def bench(session):
 
     Prints the table; arguments after -- go to `python -m training bench`.
     """
-    session.install(*CPU_CONSTRAINTS, ".[all]")
+    _install(session, *CPU_CONSTRAINTS, ".[all]")
     session.run("python", "-m", "training", "bench", "--json", "bench.json", *session.posargs)

@@ -7,6 +7,26 @@ from training.backends import BACKENDS, startup_environment
 # it starts run TensorFlow as `training` starts it.
 os.environ.update(startup_environment("tensorflow"))
 
+
+def _share_the_cores():
+    """Under pytest-xdist, gives each worker's frameworks (and the processes
+    its tests start) an equal share of the cores, so that workers do not
+    oversubscribe them. Set before any framework starts; values already set
+    are kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers == 1:
+        return
+    threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(name, threads)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    if "intra_op_parallelism_threads" not in os.environ.get("XLA_FLAGS", ""):
+        xla = f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla}".strip()
+
+
+_share_the_cores()
+
 import pytest  # noqa: E402
 from tiny import LARGE  # noqa: E402
 
@@ -17,6 +37,18 @@ def pytest_addoption(parser):
     parser.addoption(
         "--run-large", action="store_true", help=f"also test the large models: {', '.join(LARGE)}"
     )
+
+
+def pytest_configure(config):
+    # JAX compiles every new model's steps; the same program (the same model
+    # and shapes, in another test or a test's subprocess) is read back from a
+    # cache in the pytest cache dir instead of compiled again.
+    if getattr(config, "cache", None) is not None:
+        os.environ.setdefault(
+            "JAX_COMPILATION_CACHE_DIR", str(config.cache.mkdir("jax-compilation"))
+        )
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def pytest_collection_modifyitems(config, items):

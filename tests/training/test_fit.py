@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -101,9 +102,10 @@ def test_same_seed_same_weights_other_seed_other_weights():
 def test_every_model_trains_through_fit(name):
     """`fit` builds each model for its task's data, trains it and tests it.
 
-    The models take their tiny architecture arguments: what is checked (the
-    data, the objective and the loop fit together) does not depend on width
-    or depth. `fit` chooses input shapes, classes and vocabularies itself.
+    What is checked (the data, the objective and the loop fit together) does
+    not depend on size: the models take their tiny architecture arguments
+    (`fit` chooses input shapes, classes and vocabularies itself), and the data
+    sets are cut to whole batches, which XLA compiles a step for once.
     """
     dataset = DATASET_FOR_TASK[zoo.model_task(name)]
     if "vocab_size" in zoo.model_arguments(name):  # token models
@@ -112,10 +114,24 @@ def test_every_model_trains_through_fit(name):
     # digits are 8x8: ViT takes patches of 2x2.
     if "patch_size" in model_kwargs:
         model_kwargs["patch_size"] = 2
-    result = training.fit(name, dataset, epochs=3, model_kwargs=model_kwargs, verbose=0)
+    data = _whole_batches(training.load_dataset(dataset), train=8, held_out=2)
+    result = training.fit(name, data, epochs=3, model_kwargs=model_kwargs, verbose=0)
     losses = result.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert np.isfinite(list(result.metrics.values())).all()
+
+
+def _whole_batches(data, *, train, held_out, batch_size=32):
+    """`data` cut to `train` batches for training and `held_out` for
+    validation and testing each."""
+    cut = {"train": train * batch_size, "val": held_out * batch_size, "test": held_out * batch_size}
+    arrays = {
+        f"{xy}_{split}": getattr(data, f"{xy}_{split}")[:size]
+        for split, size in cut.items()
+        for xy in "xy"
+    }
+    assert all(len(a) % batch_size == 0 for a in arrays.values()), "too few samples"
+    return dataclasses.replace(data, **arrays)
 
 
 def test_mlp_with_dropout_trains_through_fit():
