@@ -2,8 +2,11 @@
 are broken: before Keras reads them, with one line, and with no side effect.
 
 Payloads that would run create `$ZOO_SENTINEL`; every refusal checks that it
-was not created, that Keras' loaders were never called, and that nothing under
-the test's tmp dir's parent changed.
+was not created, that Keras' loaders were never called, that nothing under the
+test's tmp dir's parent changed, and that an audit hook saw no write outside
+the tmp dir, socket connection, process or import (`audit.py`). Where stock
+Keras (`safe_mode=True`) would run a payload, a positive control shows that it
+does.
 """
 
 import contextlib
@@ -18,11 +21,13 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from audit import audited
+from keras.src import api_export
 from keras.src.legacy.saving import legacy_h5_format
 from keras.src.saving import saving_lib, serialization_lib
 
 import zoo
-from zoo import safety, saving
+from zoo import allowlist, safety, saving
 
 # Runs when Keras builds the layer: writes the sentinel named in the environment.
 PAYLOAD = lambda t: (open(__import__("os").environ["ZOO_SENTINEL"], "w").close(), t)[1]  # noqa: E731
@@ -70,11 +75,12 @@ def refused(sandbox, monkeypatch):
     @contextlib.contextmanager
     def check(match):
         before = tree(sandbox.parent)
-        with pytest.raises(zoo.ZooError, match=match) as info:
+        with audited(sandbox) as events, pytest.raises(zoo.ZooError, match=match) as info:
             yield
         assert "\n" not in str(info.value)
         assert not handed
-        assert not (sandbox / "sentinel").exists()
+        assert not events
+        assert not list(sandbox.glob("sentinel*"))
         assert tree(sandbox.parent) == before
         assert serialization_lib.in_safe_mode() is not False
 
@@ -85,6 +91,15 @@ def mlp(hidden_units=(8, 8)):
     return zoo.create_model(
         "mlp", input_shape=(6, 6, 1), num_classes=4, hidden_units=hidden_units, name="mlp"
     )
+
+
+def load_with(loader):
+    """`zoo.load_model`, or `zoo.load_weights` into an mlp built now: outside
+    `refused`, whose audit would count the imports that building does."""
+    if loader == "load_model":
+        return zoo.load_model
+    model = mlp()
+    return lambda path: zoo.load_weights(model, path)
 
 
 def saved_mlp(path, hidden_units=(8, 8)):
@@ -131,12 +146,9 @@ def test_the_lambda_payload_runs_when_keras_loads_it_unsafely(sandbox):
 
 @pytest.mark.parametrize("loader", ["load_model", "load_weights"])
 def test_refuses_a_lambda_layer(sandbox, refused, loader):
-    path = lambda_archive(sandbox)
+    path, load = lambda_archive(sandbox), load_with(loader)
     with refused("Lambda layer, which runs code"):
-        if loader == "load_model":
-            zoo.load_model(path)
-        else:
-            zoo.load_weights(mlp(), path)
+        load(path)
 
 
 def function(module, name):
@@ -164,13 +176,42 @@ def unsafe_then_lambda(config):
     set_activation(keras.saving.serialize_keras_object(PAYLOAD))(config)
 
 
+def call_operation(class_name, *args):
+    """Adds Keras' control-flow Operation `class_name` to a Functional config:
+    Keras calls it with `args` as it rebuilds the graph. An argument
+    "ZOO_SENTINEL" becomes the sandbox's sentinel path."""
+
+    def edit(config):
+        stored = [os.environ["ZOO_SENTINEL"] if arg == "ZOO_SENTINEL" else arg for arg in args]
+        operation = {"module": "keras.src.ops.core", "class_name": class_name, "config": {}}
+        node = {"args": stored, "kwargs": {}}
+        operation.update(registered_name=None, name="op", inbound_nodes=[node])
+        config["config"]["layers"].insert(1, operation)
+
+    return edit
+
+
+def compiled_with_loss(loss):
+    return lambda config: config.update(compile_config={"optimizer": "adam", "loss": loss})
+
+
+def array(dtype):
+    """A `__numpy__` value of one element of `dtype`, as Keras serializes arrays."""
+    return {"class_name": "__numpy__", "config": {"value": 0, "dtype": dtype}}
+
+
+IMAGES = {"class_name": "__numpy__", "config": {"value": [[[[0.5] * 3]]], "dtype": "float32"}}
+GALLERY = function("keras.visualization", "plot_image_gallery")
+# plot_image_gallery(images, y_true, y_pred, label_map, rows, cols, value_range, scale, path)
+GALLERY_ARGS = (IMAGES, None, None, None, 1, 1, [0, 255], 2, "ZOO_SENTINEL")
+NO_LOGGING = function("keras.config", "disable_interactive_logging")
+SET_DATA_FORMAT = function("keras.config", "set_image_data_format")
+DOWNLOAD = function("keras.datasets.mnist", "load_data")
+
 CRAFTED_CONFIGS = {
     "os_system": (set_activation(function("os", "system")), "function 'os.system'"),
     "builtins_eval": (set_activation(function("builtins", "eval")), "function 'builtins.eval'"),
-    "exec_as_loss": (
-        lambda c: c.update(compile_config={"optimizer": "adam", "loss": function("os", "exec")}),
-        "function 'os.exec'",
-    ),
+    "exec_as_loss": (compiled_with_loss(function("os", "exec")), "function 'os.exec'"),
     "class_from_os": (
         replace_dense({"module": "os", "class_name": "system", "config": {"command": "id"}}),
         "class 'os.system'",
@@ -199,7 +240,6 @@ CRAFTED_CONFIGS = {
         "enable_unsafe_deserialization",
     ),
     "get_file": (set_activation(function("keras.utils", "get_file")), "get_file"),
-    "get_file_by_name": (set_activation("keras.utils.get_file"), "get_file"),
     "unsafe_then_lambda": (unsafe_then_lambda, "enable_unsafe_deserialization|lambda"),
     "lambda_as_activation": (
         set_activation(keras.saving.serialize_keras_object(PAYLOAD)),
@@ -221,15 +261,151 @@ CRAFTED_CONFIGS = {
         ),
         "reads a vocabulary file",
     ),
+    # Operations that are not layers run any exported Keras function.
+    "switch_writes_a_file": (
+        call_operation("Switch", 0, [GALLERY], *GALLERY_ARGS),
+        r"'keras\.src\.ops\.core\.Switch', an Operation that is not a Layer",
+    ),
+    "switch_sets_a_config": (
+        call_operation("Switch", 0, [SET_DATA_FORMAT], "channels_first"),
+        "Switch', an Operation that is not a Layer",
+    ),
+    "cond_turns_logging_off": (
+        call_operation("Cond", True, NO_LOGGING, NO_LOGGING),
+        "Cond', an Operation that is not a Layer",
+    ),
+    "cond_downloads_a_dataset": (
+        call_operation("Cond", True, DOWNLOAD, DOWNLOAD),
+        "Cond', an Operation that is not a Layer",
+    ),
+    "keras_test_module": (
+        lambda c: first_dense(c).update(module="keras.src.ops.node_test", class_name="DummyLayer"),
+        "'keras.src.ops.node_test.DummyLayer', which Keras would have to import",
+    ),
+    "function_as_a_class": (
+        lambda c: first_dense(c).update(module="keras.config", class_name="set_floatx"),
+        "'keras.config.set_floatx', a function where a class is expected",
+    ),
+    "function_in_a_call": (
+        lambda c: first_dense(c)["inbound_nodes"][0]["kwargs"].update(mask=NO_LOGGING),
+        "inbound_nodes pass a 'function' to a layer call",
+    ),
+    # Arrays of 256 MiB from a few bytes of JSON.
+    "bytes_array": (compiled_with_loss(array("S268435456")), "dtype 'S268435456'"),
+    "unicode_array": (compiled_with_loss(array("U67108864")), "dtype 'U67108864'"),
+    "subarray": (compiled_with_loss(array("(8192,8192)f4")), r"dtype '\(8192,8192\)f4'"),
+    "deep_config": (set_activation(json.loads("[" * 99 + "]" * 99)), "nests deeper than 64"),
 }
+
+
+def saved_functional(path):
+    """A plain Keras Functional model for the digits data set."""
+    inputs = keras.Input((8, 8, 1), name="image")
+    flat = keras.layers.Flatten(name="flat")(inputs)
+    keras.Model(inputs, keras.layers.Dense(10, name="logits")(flat), name="plain").save(path)
+    return path
+
+
+def plain_archive(sandbox):
+    """The plain model's archive in the sandbox, saved once."""
+    path = sandbox / "plain.keras"
+    return path if path.exists() else saved_functional(path)
+
+
+def crafted(sandbox, case):
+    """The plain model's archive with `CRAFTED_CONFIGS[case]`'s edit."""
+    return rewrite(
+        plain_archive(sandbox), sandbox / f"{case}.keras", config=CRAFTED_CONFIGS[case][0]
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CRAFTED_CONFIGS))
 def test_refuses_a_config_naming_code(sandbox, refused, case):
-    edit, match = CRAFTED_CONFIGS[case]
-    path = rewrite(saved_mlp(sandbox / "mlp.keras"), sandbox / "crafted.keras", config=edit)
-    with refused(match):
+    path = crafted(sandbox, case)
+    with refused(CRAFTED_CONFIGS[case][1]):
         zoo.load_model(path)
+
+
+def keras_resolves(entry):
+    """What Keras' own lookup returns for an object entry, or `[]` where it fails."""
+    function = entry["class_name"] == "function"
+    name = entry["config"] if function else entry["class_name"]
+    registered = entry.get("registered_name", entry["class_name"])
+    kind = "function" if function else "class"
+    try:
+        return [
+            serialization_lib._retrieve_class_or_fn(
+                name, registered, entry["module"], obj_type=kind, full_config=entry
+            )
+        ]
+    except (TypeError, ValueError):
+        return []
+
+
+def as_keras_writes(value):
+    """The entries Keras writes for an allowed class or function."""
+    if isinstance(value, type):
+        entry = serialization_lib.serialize_with_public_class(value)
+        return [entry or {"module": value.__module__, "class_name": value.__name__}]
+    name = api_export.get_name_from_symbol(value).split(".")[-1]
+    builtin = {"module": "builtins", "class_name": "function", "config": value.__name__}
+    return [serialization_lib.serialize_with_public_fn(value, name), builtin]
+
+
+def test_the_allow_list_resolves_entries_as_keras_does():
+    """Every allowed class and function, written as Keras writes it, resolves
+    to what Keras' lookup returns: a Keras release that looks up otherwise
+    fails here."""
+    for value in allowlist._KERAS_CLASSES | allowlist._FUNCTIONS:
+        for entry in as_keras_writes(value):
+            ours, theirs = allowlist._resolve(entry), keras_resolves(entry)
+            assert set(theirs) <= set(ours) and bool(ours) == bool(theirs), entry
+
+
+# What each payload does when stock Keras loads it with safe_mode=True, seen in
+# the sandbox, Keras' settings or the audit hook's events.
+STOCK_KERAS_RUNS = {
+    "switch_writes_a_file": lambda sandbox, events: list(sandbox.glob("sentinel*")),
+    "switch_sets_a_config": lambda sandbox, events: (
+        keras.config.image_data_format() == "channels_first"
+    ),
+    "cond_turns_logging_off": lambda sandbox, events: (
+        not keras.config.is_interactive_logging_enabled()
+    ),
+    "keras_test_module": lambda sandbox, events: "new module keras.src.ops.node_test" in events,
+}
+
+
+@pytest.mark.parametrize("case", sorted(STOCK_KERAS_RUNS))
+def test_stock_keras_runs_the_payload_in_safe_mode(sandbox, case):
+    path = crafted(sandbox, case)
+    data_format = keras.config.image_data_format()
+    try:
+        with audited(sandbox) as events, contextlib.suppress(Exception):
+            keras.saving.load_model(path, safe_mode=True)  # fails after the payload ran
+        assert STOCK_KERAS_RUNS[case](sandbox, events)
+    finally:
+        keras.config.set_image_data_format(data_format)
+        keras.config.enable_interactive_logging()
+
+
+@pytest.mark.parametrize("dtype", ["S1048576", "U262144", "(512,512)f4"])
+def test_stock_keras_allocates_what_an_array_value_declares(dtype):
+    assert len(json.dumps(array(dtype))) < 100
+    assert serialization_lib.deserialize_keras_object(array(dtype)).nbytes == 1 << 20
+
+
+def test_a_name_in_a_string_is_data(sandbox):
+    """Keras looks strings up only in its own namespaces: one naming another
+    function fails in Keras' lookup, without running anything."""
+    path = rewrite(
+        saved_functional(sandbox / "plain.keras"),
+        sandbox / "named.keras",
+        config=set_activation("keras.utils.get_file"),
+    )
+    with audited(sandbox) as events, pytest.raises(zoo.ZooError, match="Could not load the model"):
+        zoo.load_model(path)
+    assert not events and not list(sandbox.glob("sentinel*"))
 
 
 def test_a_plain_keras_model_with_builtin_function_losses_loads(sandbox):
@@ -265,11 +441,9 @@ def test_refuses_legacy_h5_models(sandbox, refused, name, loader, match):
     legacy = legacy_lambda_h5(sandbox)
     if name != legacy.name:
         legacy.rename(sandbox / name)
+    load = load_with(loader)
     with refused(match):
-        if loader == "load_model":
-            zoo.load_model(sandbox / name)
-        else:
-            zoo.load_weights(mlp(), sandbox / name)
+        load(sandbox / name)
 
 
 def first_dataset(h5):
@@ -340,8 +514,9 @@ def test_refuses_hdf5_weights_that_reach_outside_or_bomb(sandbox, refused, attac
         with refused(match):
             zoo.load_model(archive)
     else:
+        load = load_with("load_weights")
         with refused(match):
-            zoo.load_weights(mlp(), path)
+            load(path)
 
 
 def symlink(name, target):
