@@ -9,6 +9,9 @@ sane sizes and correct CRCs. Its config may name only what `zoo.allowlist`
 allows. An HDF5 file may hold only groups and numeric datasets stored in the
 file itself: no external or soft links, virtual or external datasets, or shapes
 far larger than the bytes behind them.
+
+Every size is checked before anything is unpacked or allocated: see the bounds
+below, stated in the README's "Reliability and security".
 """
 
 import io
@@ -21,14 +24,16 @@ import h5py
 from zoo.allowlist import check_config
 from zoo.errors import ZooError, refuse
 
-# Past this, a member or dataset must not expand more than `MAX_EXPANSION`
-# times: Keras stores weights uncompressed, so a larger ratio is a bomb.
+# Past this, data must not expand more than `MAX_EXPANSION` times (see
+# `is_bomb`): Keras stores archives uncompressed, so a larger ratio is a bomb.
 BOMB_FLOOR_BYTES = 1 << 24  # 16 MiB
 MAX_EXPANSION = 100
-# The most an archive may unpack to, or its weights declare.
-MAX_UNCOMPRESSED_BYTES = 1 << 32  # 4 GiB
+# The most an archive's members may unpack to together, or its weights declare:
+# about three times the largest zoo checkpoint (ResNet-50 with its Adam state).
+MAX_UNCOMPRESSED_BYTES = 1 << 30  # 1 GiB
+# A zoo config is at most about 200 KB.
+MAX_CONFIG_BYTES = 1 << 24  # 16 MiB
 _MAX_MEMBERS = 10_000
-_MAX_CONFIG_BYTES = 1 << 26  # 64 MiB
 
 _MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 
@@ -83,25 +88,36 @@ def _check_members(infos, path):
 
 
 def check_unpacked_sizes(infos, path) -> None:
-    """Refuses a zip archive (`zipfile.ZipInfo`s) with a decompression bomb
-    member or members that unpack to more than `MAX_UNCOMPRESSED_BYTES`."""
+    """Refuses a zip archive (`zipfile.ZipInfo`s) whose members, any one or
+    all together, are a decompression bomb or unpack to more than
+    `MAX_UNCOMPRESSED_BYTES`."""
     for info in infos:
-        if info.file_size > BOMB_FLOOR_BYTES and info.file_size > MAX_EXPANSION * max(
-            info.compress_size, 1
-        ):
+        if is_bomb(info.file_size, info.compress_size):
             refuse(
                 path,
                 f"archive member {info.filename!r} unpacks {info.file_size} bytes from "
                 f"{info.compress_size}, a decompression bomb",
             )
     total = sum(info.file_size for info in infos)
+    stored = sum(info.compress_size for info in infos)
+    if is_bomb(total, stored):
+        refuse(
+            path,
+            f"its {len(infos)} members unpack {total} bytes from {stored}, a decompression bomb",
+        )
     if total > MAX_UNCOMPRESSED_BYTES:
         refuse(path, f"its members unpack to {total} bytes, more than {MAX_UNCOMPRESSED_BYTES}")
 
 
+def is_bomb(unpacked, stored) -> bool:
+    """Whether `stored` bytes that unpack to `unpacked` are a bomb: more than
+    `BOMB_FLOOR_BYTES`, and more than `MAX_EXPANSION` times as many."""
+    return unpacked > BOMB_FLOOR_BYTES and unpacked > MAX_EXPANSION * max(stored, 1)
+
+
 def _read_json(archive, name, path):
-    if archive.getinfo(name).file_size > _MAX_CONFIG_BYTES:
-        refuse(path, f"{name} is larger than {_MAX_CONFIG_BYTES} bytes")
+    if archive.getinfo(name).file_size > MAX_CONFIG_BYTES:
+        refuse(path, f"{name} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         value = json.loads(archive.read(name))
     except (ValueError, RecursionError) as exc:
@@ -165,7 +181,7 @@ def _check_dataset(dataset, where, path) -> int:
         refuse(path, f"{where} has dtype {dataset.dtype}; expected numbers")
     declared = dataset.size * dataset.dtype.itemsize
     stored = dataset.id.get_storage_size()
-    if declared > BOMB_FLOOR_BYTES and declared > MAX_EXPANSION * stored:
+    if is_bomb(declared, stored):
         refuse(path, f"{where} declares shape {dataset.shape} but stores {stored} bytes")
     return declared
 

@@ -23,8 +23,9 @@ from keras.src.saving import saving_lib
 from zoo import safety
 from zoo.errors import ZooError
 
-# The most a model or weights file may hold; it is read into memory once.
-MAX_FILE_BYTES = 1 << 32  # 4 GiB
+# The most a model or weights file may hold; it is read into memory once. As
+# much as an archive may unpack to (`safety.MAX_UNCOMPRESSED_BYTES`).
+MAX_FILE_BYTES = 1 << 30  # 1 GiB
 _SIDECAR = ".sha256"
 
 

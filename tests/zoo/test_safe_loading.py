@@ -527,29 +527,41 @@ def symlink(name, target):
 
 # Extra members, each a reason to refuse the archive; built from the tmp dir.
 CRAFTED_MEMBERS = {
-    "parent_traversal": (lambda root: ("../evil.txt", b"x"), "leaves its folder"),
-    "nested_traversal": (lambda root: ("assets/../../evil.txt", b"x"), "leaves its folder"),
-    "absolute": (lambda root: (str(root.parent / "evil.txt"), b"x"), "absolute"),
-    "backslash": (lambda root: ("..\\evil.txt", b"x"), "absolute or non-portable"),
-    "symlink": (lambda root: symlink("assets/link", "../../sentinel"), "symbolic link"),
-    "unexpected": (lambda root: ("payload.py", b"import os"), "unexpected archive member"),
-    "duplicate_config": (lambda root: ("config.json", b"{}"), "duplicate"),
-    "zip_bomb": (lambda root: ("assets/zeros.bin", bytes(32 << 20)), "decompression bomb"),
+    "parent_traversal": (lambda root: [("../evil.txt", b"x")], "leaves its folder"),
+    "nested_traversal": (lambda root: [("assets/../../evil.txt", b"x")], "leaves its folder"),
+    "absolute": (lambda root: [(str(root.parent / "evil.txt"), b"x")], "absolute"),
+    "backslash": (lambda root: [("..\\evil.txt", b"x")], "absolute or non-portable"),
+    "symlink": (lambda root: [symlink("assets/link", "../../sentinel")], "symbolic link"),
+    "unexpected": (lambda root: [("payload.py", b"import os")], "unexpected archive member"),
+    "duplicate_config": (lambda root: [("config.json", b"{}")], "duplicate"),
+    "zip_bomb": (lambda root: [("assets/zeros.bin", bytes(32 << 20))], "decompression bomb"),
+    # 128 MiB from 130 KB, each member at the per-member floor.
+    "multi_member_bomb": (
+        lambda root: [(f"assets/zeros{i}.bin", bytes(safety.BOMB_FLOOR_BYTES)) for i in range(8)],
+        r"its 11 members unpack 134\d+ bytes from \d+, a decompression bomb",
+    ),
 }
+
+
+def crafted_members(sandbox, case):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate
+        return rewrite(
+            plain_archive(sandbox),
+            sandbox / f"{case}.keras",
+            members=CRAFTED_MEMBERS[case][0](sandbox),
+            compression=zipfile.ZIP_DEFLATED,
+        )
 
 
 @pytest.mark.parametrize("case", sorted(CRAFTED_MEMBERS))
 def test_refuses_archive_members_outside_the_layout(sandbox, refused, case):
-    member, match = CRAFTED_MEMBERS[case]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zipfile warns of the duplicate
-        path = rewrite(
-            saved_mlp(sandbox / "mlp.keras"),
-            sandbox / "crafted.keras",
-            members=[member(sandbox)],
-            compression=zipfile.ZIP_DEFLATED,
-        )
-    with refused(match):
+    path = crafted_members(sandbox, case)
+    if case == "multi_member_bomb":  # it would unpack, as a stock ZipFile does
+        with zipfile.ZipFile(path) as archive:
+            assert sum(info.file_size for info in archive.infolist()) > 128 << 20
+        assert path.stat().st_size < 200_000
+    with refused(CRAFTED_MEMBERS[case][1]):
         zoo.load_model(path)
 
 
