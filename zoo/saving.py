@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import tempfile
 
 import keras
@@ -202,18 +203,11 @@ def _existing_file(path, suffixes, kind) -> str:
 
 def _read_verified(path) -> bytes:
     """The file's bytes, checked against `PATH.sha256` if there is one."""
-    with open(path, "rb") as f:
-        # Checked before and after reading: the file may grow in between.
-        if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
-            raise ZooError(f"Refusing {path!r}: it holds more than {MAX_FILE_BYTES} bytes")
-        data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ZooError(f"Refusing {path!r}: it holds more than {MAX_FILE_BYTES} bytes")
+    data = _read_regular_file(path, MAX_FILE_BYTES, path)
     sidecar = path + _SIDECAR
-    if not os.path.exists(sidecar):
+    if not os.path.lexists(sidecar):
         return data
-    with open(sidecar, "rb") as f:
-        match = re.match(rb"([0-9a-fA-F]{64})[ \t]", f.read(4096))
+    match = re.match(rb"([0-9a-fA-F]{64})[ \t]", _read_regular_file(sidecar, 4096, path))
     if not match:
         raise ZooError(f"Refusing {path!r}: {sidecar!r} is not a sha256sum line")
     expected, actual = match.group(1).decode().lower(), hashlib.sha256(data).hexdigest()
@@ -223,3 +217,31 @@ def _read_verified(path) -> bytes:
             f"changed or corrupted. Received: sha256={actual}, expected {expected}"
         )
     return data
+
+
+def _read_regular_file(name, limit, path) -> bytes:
+    """The bytes of `name`, which must be a regular file of at most `limit`
+    bytes or a link to one: a directory, FIFO or device is refused before it
+    is opened, as reading one fails, blocks or never ends."""
+    try:
+        _check_regular(os.stat(name).st_mode, name, path)
+        # Non-blocking, should it be swapped for a FIFO after the check.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ZooError(f"Refusing {path!r}: cannot read {name!r} ({exc.strerror})") from None
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)
+        _check_regular(info.st_mode, name, path)
+        # Checked before and after reading: the file may grow in between.
+        data = b"" if info.st_size > limit else f.read(limit + 1)
+    if info.st_size > limit or len(data) > limit:
+        raise ZooError(f"Refusing {path!r}: {name!r} holds more than {limit} bytes")
+    return data
+
+
+def _check_regular(mode, name, path):
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+        kind = next((k for test, k in kinds.items() if test(mode)), "a device")
+        link = "a link to " if os.path.islink(name) else ""
+        raise ZooError(f"Refusing {path!r}: {name!r} is {link}{kind}; expected a regular file")

@@ -565,6 +565,43 @@ def test_refuses_archive_members_outside_the_layout(sandbox, refused, case):
         zoo.load_model(path)
 
 
+def _link_to(make):
+    def link(path):
+        make(f"{path}.target")
+        os.symlink(f"{path}.target", path)
+
+    return link
+
+
+# A `NAME.sha256` beside a model that is not a file: reading it would fail,
+# block (a FIFO) or never end (a device).
+SIDECARS = {
+    "directory": (os.mkdir, "is a directory"),
+    "fifo": (os.mkfifo, "is a FIFO"),
+    "device": (lambda path: os.symlink("/dev/zero", path), "is a link to a device"),
+    "link_to_directory": (_link_to(os.mkdir), "is a link to a directory"),
+    "link_to_fifo": (_link_to(os.mkfifo), "is a link to a FIFO"),
+}
+
+
+def with_sidecar(sandbox, kind):
+    """A model file in a folder of its own, with a sidecar of `kind`."""
+    (sandbox / kind).mkdir()
+    path = saved_mlp(sandbox / kind / "model.keras")
+    SIDECARS[kind][0](f"{path}.sha256")
+    return path
+
+
+@pytest.mark.parametrize("loader", ["load_model", "load_weights"])
+@pytest.mark.parametrize("kind", sorted(SIDECARS))
+def test_refuses_a_sidecar_that_is_not_a_file(sandbox, refused, kind, loader):
+    path, load = with_sidecar(sandbox, kind), load_with(loader)
+    sidecar = f"{path}.sha256"
+    assert os.path.exists(sidecar) and not os.path.isfile(sidecar)  # it would be opened
+    with refused(f"{sidecar!r} {SIDECARS[kind][1]}; expected a regular file"):
+        load(path)
+
+
 @pytest.mark.parametrize("missing", ["config.json", "model.weights.h5"])
 def test_refuses_an_archive_missing_a_member(sandbox, refused, missing):
     path = rewrite(saved_mlp(sandbox / "mlp.keras"), sandbox / "partial.keras", drop=(missing,))
