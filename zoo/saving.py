@@ -62,7 +62,8 @@ def load_weights(model, path) -> keras.Model:
     The file is checked first: a `.keras` archive as by `load_model`, a
     `.weights.h5` file for links to other files, virtual datasets and shape
     bombs; and against `PATH.sha256` where it exists. If Keras then fails
-    (weights of another architecture), every variable is restored.
+    (weights of another architecture), every variable and every layer's
+    derived state is restored: the model computes what it did before.
 
     Args:
         model: a built `keras.Model`.
@@ -82,16 +83,11 @@ def load_weights(model, path) -> keras.Model:
         safety.check_keras_archive(data, path)
     else:
         safety.check_weights_h5(io.BytesIO(data), path)
-    variables = list(model.variables)
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and optimizer.built:
-        variables += optimizer.variables
-    snapshot = [keras.ops.convert_to_numpy(v) for v in variables]
+    state = _ModelState(model)
     try:
         saving_lib.load_weights_only(model, _CheckedBytes(data, path))
     except Exception as exc:
-        for variable, value in zip(variables, snapshot, strict=True):
-            variable.assign(value)
+        state.restore()
         # Keras' message spans lines; keep its first and the shapes that differ.
         reason = safety.first_line(exc).rstrip(":")
         shapes = re.search(r"variable\.shape=\(.*?\), Received: value\.shape=\(.*?\)", str(exc))
@@ -100,6 +96,35 @@ def load_weights(model, path) -> keras.Model:
             f"unchanged: {reason}{f' ({shapes.group(0)})' if shapes else ''}"
         ) from exc
     return model
+
+
+class _ModelState:
+    """A model's variables and every layer's attributes, to put back after a
+    failed load.
+
+    Keras' `load_own_variables` does more than assign variables: it rebinds
+    state derived from them, such as an adapted `Normalization`'s mean and
+    variance (`finalize_state`), `Discretization`'s summary or `Dense`'s
+    calibration flags. Restoring the variables alone would leave the model
+    computing with the refused file's values.
+    """
+
+    def __init__(self, model):
+        variables = list(model.variables)
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            variables += optimizer.variables
+        self.values = [(v, keras.ops.convert_to_numpy(v)) for v in variables]
+        self.attributes = [(layer, dict(vars(layer))) for layer in model._flatten_layers()]
+
+    def restore(self):
+        for variable, value in self.values:
+            variable.assign(value)
+        for layer, attributes in self.attributes:
+            current = vars(layer)
+            for name in current.keys() - attributes.keys():
+                del current[name]
+            current.update(attributes)
 
 
 class _CheckedBytes(io.BytesIO):

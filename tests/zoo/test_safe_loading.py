@@ -709,6 +709,35 @@ def test_weights_of_another_architecture_leave_the_model_unchanged(sandbox, suff
         np.testing.assert_array_equal(saved, now)
 
 
+def normalized(data, units):
+    """A model with a `Normalization` adapted to `data`."""
+    normalization = keras.layers.Normalization(name="normalization")
+    normalization.adapt(data)
+    inputs = keras.Input(data.shape[1:])
+    outputs = keras.layers.Dense(units, name="head")(normalization(inputs))
+    return keras.Model(inputs, outputs, name="normalized")
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_a_refused_load_leaves_the_model_computing_what_it_did(sandbox, suffix):
+    """Keras loads the hostile mean into `Normalization` and caches it
+    (`finalize_state`) before it fails on the head; the model computes what it
+    did, not only holds the same variables."""
+    x = np.linspace(0, 1, 12, dtype="float32").reshape(4, 3)
+    hostile = normalized(x * 1000 + 5000, units=3)  # another head: loading fails
+    path = sandbox / f"hostile{suffix}"
+    hostile.save(path) if suffix == ".keras" else hostile.save_weights(path)
+    model, stock = normalized(x, units=2), normalized(x, units=2)
+    stock.set_weights(model.get_weights())
+    before = keras.ops.convert_to_numpy(model(x))
+    with pytest.raises(ValueError):
+        stock.load_weights(path)
+    assert not np.allclose(keras.ops.convert_to_numpy(stock(x)), before)  # stock Keras
+    with pytest.raises(zoo.ZooError, match="its weights are unchanged"):
+        zoo.load_weights(model, path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), before)
+
+
 @pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
 def test_matching_weights_load(sandbox, suffix):
     source = mlp()
