@@ -6,14 +6,18 @@ was not created, that Keras' loaders were never called, that nothing under the
 test's tmp dir's parent changed, and that an audit hook saw no write outside
 the tmp dir, socket connection, process or import (`audit.py`). Where stock
 Keras (`safe_mode=True`) would run a payload, a positive control shows that it
-does.
+does; `python -m training evaluate|predict` refuses every hostile file in one
+line with exit code 2, all in one fresh process.
 """
 
 import contextlib
 import io
 import json
 import os
+import pathlib
 import stat
+import subprocess
+import sys
 import warnings
 import zipfile
 
@@ -781,3 +785,44 @@ def test_load_weights_loads_the_bytes_it_checked(sandbox, monkeypatch, suffix):
     model = zoo.load_weights(mlp(), path)
     for expected, loaded in zip(variables(source), variables(model), strict=True):
         np.testing.assert_array_equal(expected, loaded)
+
+
+# Run in one fresh process: `evaluate` and `predict` on each file, in turn.
+CLI = """
+import contextlib, io, json, sys
+from training import cli
+results = []
+for path in sys.argv[1:]:
+    for command in (["evaluate"], ["predict", "--dataset", "digits"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = cli.main([command[0], "--model-path", path, *command[1:]])
+            except SystemExit as exc:
+                code = exc.code
+        results.append((command[0], path, code, err.getvalue()))
+print(json.dumps(results))
+"""
+
+
+def test_the_cli_refuses_every_hostile_file_in_one_line(sandbox):
+    paths = [
+        *(crafted(sandbox, case) for case in CRAFTED_CONFIGS),
+        *(crafted_members(sandbox, case) for case in CRAFTED_MEMBERS),
+        *(with_sidecar(sandbox, kind) for kind in SIDECARS),
+    ]
+    before = tree(sandbox)
+    result = subprocess.run(
+        [sys.executable, "-c", CLI, *map(str, paths)],
+        cwd=pathlib.Path(__file__).parents[2],  # imports this checkout's packages
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.splitlines()[-1])
+    assert len(results) == 2 * len(paths)
+    for command, path, code, err in results:
+        assert code == 2 and err.startswith(f"error: Refusing {path!r}"), (command, err)
+        assert err.count("\n") == 1, (command, err)
+    assert tree(sandbox) == before
