@@ -5,6 +5,10 @@ pickle can name any Python callable, so the reader here is an unpickler that
 admits only what a state_dict of tensors needs (an `OrderedDict`, torch's tensor
 rebuild function and its storage types) and refuses anything else, as
 `torch.load(..., weights_only=True)` does. `.safetensors` files hold no code.
+Every tensor copied is counted, so that many views of one storage are refused
+as a bomb (`safety.is_bomb`) before they are copied, and a file that is not a state_dict of numeric
+arrays, or whose arrays do not fit the model, is a one-line `ZooError` that
+leaves the model unchanged.
 """
 
 import collections
@@ -16,7 +20,7 @@ import zipfile
 import keras
 import numpy as np
 
-from zoo import safety
+from zoo import safety, saving
 from zoo.errors import ZooError
 
 _STORAGE_DTYPES = {
@@ -35,14 +39,6 @@ _STORAGE_DTYPES = {
 class _Storage:
     def __init__(self, name):
         self.dtype = np.dtype(_STORAGE_DTYPES[name])
-
-
-def _rebuild_tensor(storage, offset, size, stride, *unused):
-    _check_view(storage, offset, size, stride)
-    if not size:
-        return storage[offset].copy()
-    strides = [s * storage.dtype.itemsize for s in stride]
-    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides).copy()
 
 
 def _check_view(storage, offset, size, stride):
@@ -83,7 +79,6 @@ def _rebuild_parameter(data, *unused):
 
 _ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
 }
 
@@ -95,8 +90,13 @@ class _StateDictUnpickler(pickle.Unpickler):
         # Storages by key, each read once, as torch.load does: a pickle that
         # names one large record many times must not read it many times.
         self.storages = {}
+        # What the tensors copied so far hold, each view counted: many views
+        # of one storage are a bomb, however small the file.
+        self.view_bytes, self.file_bytes = 0, os.path.getsize(path)
 
     def find_class(self, module, name):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return self.rebuild_tensor
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -105,6 +105,22 @@ class _StateDictUnpickler(pickle.Unpickler):
             f"Refusing {self.path!r}: its pickle asks for {module}.{name}, which a "
             "state_dict of tensors never needs. Expected torch.save(model.state_dict())"
         )
+
+    def rebuild_tensor(self, storage, offset, size, stride, *unused):
+        _check_view(storage, offset, size, stride)
+        self.view_bytes += math.prod(size) * storage.dtype.itemsize
+        if self.view_bytes > safety.MAX_UNCOMPRESSED_BYTES or safety.is_bomb(
+            self.view_bytes, self.file_bytes
+        ):
+            raise ZooError(
+                f"Refusing {self.path!r}: its tensors hold at least {self.view_bytes} bytes "
+                f"from a file of {self.file_bytes}; expected at most {safety.MAX_EXPANSION} "
+                f"times the file (past {safety.BOMB_FLOOR_BYTES} bytes) and "
+                f"{safety.MAX_UNCOMPRESSED_BYTES} in all"
+            )
+        strides = [s * storage.dtype.itemsize for s in stride]
+        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides)
+        return view.copy()
 
     def persistent_load(self, pid):
         if not (
@@ -145,10 +161,20 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ZooError(f"No weights file at {path!r}")
+    if os.path.getsize(path) > saving.MAX_FILE_BYTES:
+        raise ZooError(f"Refusing {path!r}: it holds more than {saving.MAX_FILE_BYTES} bytes")
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
-        return dict(load_file(path))
+        try:
+            return _checked_state(load_file(path), path)
+        except ZooError:
+            raise
+        except Exception as exc:  # safetensors' errors for a damaged file
+            raise ZooError(
+                f"Refusing {path!r}, which is not a readable .safetensors file: "
+                f"{safety.first_line(exc)}"
+            ) from exc
     if not zipfile.is_zipfile(path):
         raise ZooError(
             "Expected a torch.save zip file or a .safetensors file. "
@@ -168,8 +194,24 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
         raise ZooError(
             f"Refusing {path!r}, which is not a readable torch.save file: {safety.first_line(exc)}"
         ) from exc
+    return _checked_state(state, path)
+
+
+def _checked_state(state, path) -> dict[str, np.ndarray]:
     if not isinstance(state, dict):
         raise ZooError(f"Expected a state_dict in {path!r}. Received: {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise ZooError(
+                f"Expected a state_dict of names to tensors in {path!r}. "
+                f"Received: a key of type {type(key).__name__}"
+            )
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+            raise ZooError(
+                f"Expected a state_dict of names to numeric tensors in {path!r}. "
+                f"Received: {key!r:.100} holds a {kind}"
+            )
     return dict(state)
 
 
@@ -177,18 +219,17 @@ def _torch_name(model, layer):
     return layer.name[len(model.name) + 1 :].replace("_", ".")
 
 
-def _layer_arrays(layer, state, key):
-    """The arrays for one Keras layer from torch's `key.*` entries, in the
-    order of `layer.weights`, in Keras layout."""
+def _torch_weights(layer, key):
+    """torch's names for one Keras layer's weights, in the order of
+    `layer.weights`, each with the axes that take it to Keras' layout."""
     if isinstance(layer, keras.layers.Conv2D):
         # torch: (out, in, h, w); Keras, in either data format: (h, w, in, out).
-        arrays = [state[f"{key}.weight"].transpose(2, 3, 1, 0)]
-        return arrays + ([state[f"{key}.bias"]] if layer.use_bias else [])
+        weights = [(f"{key}.weight", (2, 3, 1, 0))]
+        return weights + ([(f"{key}.bias", None)] if layer.use_bias else [])
     if isinstance(layer, keras.layers.Dense):
-        return [state[f"{key}.weight"].T, state[f"{key}.bias"]]
+        return [(f"{key}.weight", (1, 0)), (f"{key}.bias", None)]
     if isinstance(layer, keras.layers.BatchNormalization):
-        names = ("weight", "bias", "running_mean", "running_var")
-        return [state[f"{key}.{n}"] for n in names]
+        return [(f"{key}.{n}", None) for n in ("weight", "bias", "running_mean", "running_var")]
     raise ZooError(f"No torchvision mapping for layer {layer.name!r} ({type(layer).__name__})")
 
 
@@ -218,19 +259,21 @@ def from_torchvision(model, path) -> keras.Model:
     used, assignments = set(), []
     for layer in layers:
         key = _torch_name(model, layer)
-        try:
-            arrays = _layer_arrays(layer, state, key)
-        except KeyError as missing:
-            raise ZooError(
-                f"{path!r} has no {missing.args[0]!r}, which {model.name} needs. "
-                "Expected a torchvision state_dict of the same architecture"
-            ) from None
-        for variable, array in zip(layer.weights, arrays, strict=True):
-            if tuple(variable.shape) != array.shape:
+        for variable, (name, axes) in zip(layer.weights, _torch_weights(layer, key), strict=True):
+            if name not in state:
                 raise ZooError(
-                    f"{key}: {model.name} expects shape {tuple(variable.shape)} (Keras "
-                    f"layout). Received: {array.shape} from {path!r}"
+                    f"{path!r} has no {name!r}, which {model.name} needs. "
+                    "Expected a torchvision state_dict of the same architecture"
                 )
+            shape = tuple(variable.shape)
+            if axes:  # the shape in torch's layout
+                shape = tuple(shape[axes.index(axis)] for axis in range(len(axes)))
+            if state[name].shape != shape:
+                raise ZooError(
+                    f"{name}: {model.name} expects shape {shape} (torch layout). "
+                    f"Received: {state[name].shape} from {path!r}"
+                )
+            array = state[name].transpose(axes) if axes else state[name]
             assignments.append((variable, array))
         used |= {k for k in state if k.startswith(f"{key}.")}
     headless = not any(_torch_name(model, layer) == "fc" for layer in layers)

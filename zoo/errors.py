@@ -7,3 +7,8 @@ class ZooError(ValueError):
     The CLI prints these as a single line and exits non-zero; anything else is a
     bug and keeps its traceback.
     """
+
+
+def refuse(path, reason):
+    """Raises the `ZooError` that refuses a file: `Refusing 'PATH': REASON`."""
+    raise ZooError(f"Refusing {path!r}: {reason}")

@@ -5,12 +5,13 @@ Keras' own `safe_mode` has been bypassed several times, so these checks do not
 rely on it: they allow what a zoo or plain Keras file holds and refuse the
 rest. An archive may hold only `config.json`, `metadata.json`,
 `model.weights.h5` and `assets/...`, with no absolute, `..` or symlink members,
-sane sizes and correct CRCs. Its config may name only Keras, zoo and
-`training` classes, no `Lambda` (or other layer that runs stored code or reads
-other files) and no functions but Keras losses, metrics and activations. An
-HDF5 file may hold only groups and numeric datasets stored in the file itself:
-no external or soft links, virtual or external datasets, or shapes far larger
-than the bytes behind them.
+sane sizes and correct CRCs. Its config may name only what `zoo.allowlist`
+allows. An HDF5 file may hold only groups and numeric datasets stored in the
+file itself: no external or soft links, virtual or external datasets, or shapes
+far larger than the bytes behind them.
+
+Every size is checked before anything is unpacked or allocated: see the bounds
+below, stated in the README's "Reliability and security".
 """
 
 import io
@@ -19,70 +20,22 @@ import stat
 import zipfile
 
 import h5py
-import keras
 
-from zoo.errors import ZooError
+from zoo.allowlist import check_config
+from zoo.errors import ZooError, refuse
 
-# Past this, a member or dataset must not expand more than `MAX_EXPANSION`
-# times: Keras stores weights uncompressed, so a larger ratio is a bomb.
+# Past this, data must not expand more than `MAX_EXPANSION` times (see
+# `is_bomb`): Keras stores archives uncompressed, so a larger ratio is a bomb.
 BOMB_FLOOR_BYTES = 1 << 24  # 16 MiB
 MAX_EXPANSION = 100
-# The most an archive may unpack to, or its weights declare.
-MAX_UNCOMPRESSED_BYTES = 1 << 32  # 4 GiB
+# The most an archive's members may unpack to together, or its weights declare:
+# about three times the largest zoo checkpoint (ResNet-50 with its Adam state).
+MAX_UNCOMPRESSED_BYTES = 1 << 30  # 1 GiB
+# A zoo config is at most about 200 KB.
+MAX_CONFIG_BYTES = 1 << 24  # 16 MiB
 _MAX_MEMBERS = 10_000
-_MAX_CONFIG_BYTES = 1 << 26  # 64 MiB
 
 _MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
-_PACKAGES = ("keras", "zoo", "training")
-# Layers that run code stored in the file, or load other files or programs.
-_CODE_CLASSES = {
-    "Lambda": "a Lambda layer, which runs code stored in the file",
-    "__lambda__": "a Python lambda, which runs code stored in the file",
-    "TorchModuleWrapper": "a TorchModuleWrapper, which unpickles code",
-    "TFSMLayer": "a TFSMLayer, which loads a TensorFlow program from another path",
-    "JaxLayer": "a JaxLayer, which wraps arbitrary functions",
-    "FlaxLayer": "a FlaxLayer, which wraps arbitrary functions",
-    "__typespec__": "a TensorFlow TypeSpec, which names arbitrary classes",
-}
-_VALUE_CLASSES = {
-    "__keras_tensor__",
-    "__tensor__",
-    "__numpy__",
-    "__bytes__",
-    "__ellipsis__",
-    "__slice__",
-}
-_LOOKUP_CLASSES = {"StringLookup", "IntegerLookup", "TextVectorization"}
-_FUNCTION_MODULES = {
-    "keras.losses": keras.losses,
-    "keras.metrics": keras.metrics,
-    "keras.activations": keras.activations,
-}
-# Keras APIs that are not modeling (Keras' NON_MODELING_APIS) and Python
-# builtins that run code: refused wherever a config string names them.
-_REFUSED_NAMES = {
-    "enable_unsafe_deserialization",
-    "get_file",
-    "load_model",
-    "save_model",
-    "load_weights",
-    "save_weights",
-    "model_from_json",
-    "deserialize_keras_object",
-    "serialize_keras_object",
-    "register_keras_serializable",
-    "clear_session",
-    "load_img",
-    "save_img",
-    "image_dataset_from_directory",
-    "text_dataset_from_directory",
-    "audio_dataset_from_directory",
-    "func_load",
-    "eval",
-    "exec",
-    "system",
-    "__import__",
-}
 
 
 def check_keras_archive(data: bytes, path: str) -> None:
@@ -90,13 +43,13 @@ def check_keras_archive(data: bytes, path: str) -> None:
     an allowed config and weights."""
     buffer = io.BytesIO(data)
     if not zipfile.is_zipfile(buffer):
-        _refuse(path, f"not a .keras archive (not a zip file, {len(data)} bytes)")
+        refuse(path, f"not a .keras archive (not a zip file, {len(data)} bytes)")
     try:
         with zipfile.ZipFile(buffer) as archive:
             _check_members(archive.infolist(), path)
             corrupt = archive.testzip()
             if corrupt is not None:
-                _refuse(path, f"member {corrupt!r} fails its CRC check; the file is corrupt")
+                refuse(path, f"member {corrupt!r} fails its CRC check; the file is corrupt")
             config = _read_json(archive, "config.json", path)
             if "metadata.json" in archive.namelist():
                 _read_json(archive, "metadata.json", path)
@@ -105,127 +58,73 @@ def check_keras_archive(data: bytes, path: str) -> None:
     except ZooError:
         raise
     except Exception as exc:  # zipfile raises many types on malformed input
-        _refuse(path, f"not a readable .keras archive ({first_line(exc)})")
+        refuse(path, f"not a readable .keras archive ({first_line(exc)})")
     check_weights_h5(weights, f"{path}:model.weights.h5")
 
 
 def _check_members(infos, path):
     names = [info.filename for info in infos]
     if len(infos) > _MAX_MEMBERS:
-        _refuse(path, f"{len(infos)} archive members, more than {_MAX_MEMBERS}")
+        refuse(path, f"{len(infos)} archive members, more than {_MAX_MEMBERS}")
     if len(set(names)) != len(names):
-        _refuse(path, "duplicate archive members")
+        refuse(path, "duplicate archive members")
     for info in infos:
         name = info.filename
         parts = name.split("/")
         if name.startswith("/") or "\\" in name or "\0" in name or ":" in parts[0]:
-            _refuse(path, f"archive member {name!r} has an absolute or non-portable path")
+            refuse(path, f"archive member {name!r} has an absolute or non-portable path")
         if any(part in ("..", ".") for part in parts) or "" in parts[:-1]:
-            _refuse(path, f"archive member {name!r} has a path that leaves its folder")
+            refuse(path, f"archive member {name!r} has a path that leaves its folder")
         if stat.S_ISLNK(info.external_attr >> 16):
-            _refuse(path, f"archive member {name!r} is a symbolic link")
+            refuse(path, f"archive member {name!r} is a symbolic link")
         if info.flag_bits & 0x1:
-            _refuse(path, f"archive member {name!r} is encrypted")
+            refuse(path, f"archive member {name!r} is encrypted")
         if name not in _MEMBERS and not (parts[0] == "assets" and len(parts) > 1):
-            _refuse(path, f"unexpected archive member {name!r}; expected {', '.join(_MEMBERS)}")
+            refuse(path, f"unexpected archive member {name!r}; expected {', '.join(_MEMBERS)}")
     check_unpacked_sizes(infos, path)
     for required in ("config.json", "model.weights.h5"):
         if required not in names:
-            _refuse(path, f"no {required} in the archive; expected a Keras 3 .keras file")
+            refuse(path, f"no {required} in the archive; expected a Keras 3 .keras file")
 
 
 def check_unpacked_sizes(infos, path) -> None:
-    """Refuses a zip archive (`zipfile.ZipInfo`s) with a decompression bomb
-    member or members that unpack to more than `MAX_UNCOMPRESSED_BYTES`."""
+    """Refuses a zip archive (`zipfile.ZipInfo`s) whose members, any one or
+    all together, are a decompression bomb or unpack to more than
+    `MAX_UNCOMPRESSED_BYTES`."""
     for info in infos:
-        if info.file_size > BOMB_FLOOR_BYTES and info.file_size > MAX_EXPANSION * max(
-            info.compress_size, 1
-        ):
-            _refuse(
+        if is_bomb(info.file_size, info.compress_size):
+            refuse(
                 path,
                 f"archive member {info.filename!r} unpacks {info.file_size} bytes from "
                 f"{info.compress_size}, a decompression bomb",
             )
     total = sum(info.file_size for info in infos)
+    stored = sum(info.compress_size for info in infos)
+    if is_bomb(total, stored):
+        refuse(
+            path,
+            f"its {len(infos)} members unpack {total} bytes from {stored}, a decompression bomb",
+        )
     if total > MAX_UNCOMPRESSED_BYTES:
-        _refuse(path, f"its members unpack to {total} bytes, more than {MAX_UNCOMPRESSED_BYTES}")
+        refuse(path, f"its members unpack to {total} bytes, more than {MAX_UNCOMPRESSED_BYTES}")
+
+
+def is_bomb(unpacked, stored) -> bool:
+    """Whether `stored` bytes that unpack to `unpacked` are a bomb: more than
+    `BOMB_FLOOR_BYTES`, and more than `MAX_EXPANSION` times as many."""
+    return unpacked > BOMB_FLOOR_BYTES and unpacked > MAX_EXPANSION * max(stored, 1)
 
 
 def _read_json(archive, name, path):
-    if archive.getinfo(name).file_size > _MAX_CONFIG_BYTES:
-        _refuse(path, f"{name} is larger than {_MAX_CONFIG_BYTES} bytes")
+    if archive.getinfo(name).file_size > MAX_CONFIG_BYTES:
+        refuse(path, f"{name} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         value = json.loads(archive.read(name))
     except (ValueError, RecursionError) as exc:
-        _refuse(path, f"{name} is not valid JSON ({first_line(exc)})")
+        refuse(path, f"{name} is not valid JSON ({first_line(exc)})")
     if not isinstance(value, dict):
-        _refuse(path, f"{name} holds a {type(value).__name__}; expected a JSON object")
+        refuse(path, f"{name} holds a {type(value).__name__}; expected a JSON object")
     return value
-
-
-def check_config(config, path) -> None:
-    """Raises a `ZooError` unless a model config names only Keras, zoo and
-    `training` objects, none of which runs code stored in the file."""
-    stack = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "class_name" in node:
-                _check_object(node, path)
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str) and node.rsplit(".", 1)[-1] in _REFUSED_NAMES:
-            _refuse(path, f"its config names {node!r}, which is not a modeling function")
-
-
-def _check_object(node, path):
-    class_name, module = node["class_name"], node.get("module")
-    registered = node.get("registered_name")
-    if not isinstance(class_name, str):
-        _refuse(path, f"its config has a class_name of type {type(class_name).__name__}")
-    if class_name in _CODE_CLASSES:
-        _refuse(path, f"its config holds {_CODE_CLASSES[class_name]}")
-    if class_name in _VALUE_CLASSES:
-        return
-    if class_name == "function":
-        _check_function(node, path)
-        return
-    if not isinstance(module, str) or module.split(".")[0] not in _PACKAGES:
-        dotted = f"{module}.{class_name}"
-        _refuse(path, f"its config names class {dotted!r}; expected Keras or zoo classes")
-    if registered not in (None, class_name) and (
-        not isinstance(registered, str)
-        or registered.split(">")[0] not in _PACKAGES
-        or keras.saving.get_registered_object(registered) is None
-    ):
-        _refuse(path, f"its config names {registered!r}, which no Keras or zoo class registers")
-    inner = node.get("config")
-    if (
-        class_name in _LOOKUP_CLASSES
-        and isinstance(inner, dict)
-        and isinstance(inner.get("vocabulary"), str)
-    ):
-        _refuse(path, f"its {class_name} reads a vocabulary file {inner['vocabulary']!r}")
-
-
-def _check_function(node, path):
-    module, name = node.get("module"), node.get("config")
-    # Keras looks a "builtins" function up by name in its own namespaces.
-    if module == "builtins":
-        namespaces = list(_FUNCTION_MODULES.values())
-    elif isinstance(module, str) and module in _FUNCTION_MODULES:
-        namespaces = [_FUNCTION_MODULES[module]]
-    else:
-        namespaces = []
-    if not (isinstance(name, str) and any(callable(vars(ns).get(name)) for ns in namespaces)):
-        dotted = f"{module}.{name}"
-        _refuse(
-            path,
-            f"its config names the function {dotted!r}; expected a Keras loss, metric or "
-            "activation",
-        )
 
 
 def check_weights_h5(source, path) -> None:
@@ -239,12 +138,12 @@ def check_weights_h5(source, path) -> None:
     try:
         with h5py.File(source, "r") as h5:
             if "model_config" in h5.attrs:
-                _refuse(path, "a legacy whole-model HDF5 file, not a weights file")
+                refuse(path, "a legacy whole-model HDF5 file, not a weights file")
             _walk_h5(h5["/"], path)
     except ZooError:
         raise
     except Exception as exc:  # h5py raises many types on malformed input
-        _refuse(path, f"not a readable HDF5 weights file ({first_line(exc)})")
+        refuse(path, f"not a readable HDF5 weights file ({first_line(exc)})")
 
 
 def _walk_h5(h5, path):
@@ -255,9 +154,9 @@ def _walk_h5(h5, path):
             link = group.get(name, getlink=True)
             where = repr(f"{group.name.rstrip('/')}/{name}")
             if isinstance(link, h5py.ExternalLink):
-                _refuse(path, f"{where} links to another file ({link.filename!r})")
+                refuse(path, f"{where} links to another file ({link.filename!r})")
             if not isinstance(link, h5py.HardLink):
-                _refuse(path, f"{where} is a {type(link).__name__}; Keras writes none")
+                refuse(path, f"{where} is a {type(link).__name__}; Keras writes none")
             item = group[name]
             if isinstance(item, h5py.Group):
                 if item.id not in seen:
@@ -266,24 +165,24 @@ def _walk_h5(h5, path):
             elif isinstance(item, h5py.Dataset):
                 declared += _check_dataset(item, where, path)
             else:
-                _refuse(path, f"{where} is a {type(item).__name__}; expected groups and datasets")
+                refuse(path, f"{where} is a {type(item).__name__}; expected groups and datasets")
             if len(seen) > _MAX_MEMBERS:
-                _refuse(path, f"more than {_MAX_MEMBERS} HDF5 groups")
+                refuse(path, f"more than {_MAX_MEMBERS} HDF5 groups")
     if declared > MAX_UNCOMPRESSED_BYTES:
-        _refuse(path, f"its datasets declare {declared} bytes, more than {MAX_UNCOMPRESSED_BYTES}")
+        refuse(path, f"its datasets declare {declared} bytes, more than {MAX_UNCOMPRESSED_BYTES}")
 
 
 def _check_dataset(dataset, where, path) -> int:
     if dataset.is_virtual:
-        _refuse(path, f"{where} is a virtual dataset, which reads other files")
+        refuse(path, f"{where} is a virtual dataset, which reads other files")
     if dataset.external:
-        _refuse(path, f"{where} stores its data in another file")
+        refuse(path, f"{where} stores its data in another file")
     if dataset.dtype.kind not in "biufc":
-        _refuse(path, f"{where} has dtype {dataset.dtype}; expected numbers")
+        refuse(path, f"{where} has dtype {dataset.dtype}; expected numbers")
     declared = dataset.size * dataset.dtype.itemsize
     stored = dataset.id.get_storage_size()
-    if declared > BOMB_FLOOR_BYTES and declared > MAX_EXPANSION * stored:
-        _refuse(path, f"{where} declares shape {dataset.shape} but stores {stored} bytes")
+    if is_bomb(declared, stored):
+        refuse(path, f"{where} declares shape {dataset.shape} but stores {stored} bytes")
     return declared
 
 
@@ -291,7 +190,3 @@ def first_line(exc) -> str:
     """An exception's message as one line, for a `ZooError` that wraps it."""
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
-
-
-def _refuse(path, reason):
-    raise ZooError(f"Refusing {path!r}: {reason}")

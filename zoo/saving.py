@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import tempfile
 
 import keras
@@ -23,8 +24,9 @@ from keras.src.saving import saving_lib
 from zoo import safety
 from zoo.errors import ZooError
 
-# The most a model or weights file may hold; it is read into memory once.
-MAX_FILE_BYTES = 1 << 32  # 4 GiB
+# The most a model or weights file may hold; it is read into memory once. As
+# much as an archive may unpack to (`safety.MAX_UNCOMPRESSED_BYTES`).
+MAX_FILE_BYTES = 1 << 30  # 1 GiB
 _SIDECAR = ".sha256"
 
 
@@ -60,7 +62,8 @@ def load_weights(model, path) -> keras.Model:
     The file is checked first: a `.keras` archive as by `load_model`, a
     `.weights.h5` file for links to other files, virtual datasets and shape
     bombs; and against `PATH.sha256` where it exists. If Keras then fails
-    (weights of another architecture), every variable is restored.
+    (weights of another architecture), every variable and every layer's
+    derived state is restored: the model computes what it did before.
 
     Args:
         model: a built `keras.Model`.
@@ -80,16 +83,11 @@ def load_weights(model, path) -> keras.Model:
         safety.check_keras_archive(data, path)
     else:
         safety.check_weights_h5(io.BytesIO(data), path)
-    variables = list(model.variables)
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and optimizer.built:
-        variables += optimizer.variables
-    snapshot = [keras.ops.convert_to_numpy(v) for v in variables]
+    state = _ModelState(model)
     try:
         saving_lib.load_weights_only(model, _CheckedBytes(data, path))
     except Exception as exc:
-        for variable, value in zip(variables, snapshot, strict=True):
-            variable.assign(value)
+        state.restore()
         # Keras' message spans lines; keep its first and the shapes that differ.
         reason = safety.first_line(exc).rstrip(":")
         shapes = re.search(r"variable\.shape=\(.*?\), Received: value\.shape=\(.*?\)", str(exc))
@@ -98,6 +96,35 @@ def load_weights(model, path) -> keras.Model:
             f"unchanged: {reason}{f' ({shapes.group(0)})' if shapes else ''}"
         ) from exc
     return model
+
+
+class _ModelState:
+    """A model's variables and every layer's attributes, to put back after a
+    failed load.
+
+    Keras' `load_own_variables` does more than assign variables: it rebinds
+    state derived from them, such as an adapted `Normalization`'s mean and
+    variance (`finalize_state`), `Discretization`'s summary or `Dense`'s
+    calibration flags. Restoring the variables alone would leave the model
+    computing with the refused file's values.
+    """
+
+    def __init__(self, model):
+        variables = list(model.variables)
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            variables += optimizer.variables
+        self.values = [(v, keras.ops.convert_to_numpy(v)) for v in variables]
+        self.attributes = [(layer, dict(vars(layer))) for layer in model._flatten_layers()]
+
+    def restore(self):
+        for variable, value in self.values:
+            variable.assign(value)
+        for layer, attributes in self.attributes:
+            current = vars(layer)
+            for name in current.keys() - attributes.keys():
+                del current[name]
+            current.update(attributes)
 
 
 class _CheckedBytes(io.BytesIO):
@@ -201,18 +228,11 @@ def _existing_file(path, suffixes, kind) -> str:
 
 def _read_verified(path) -> bytes:
     """The file's bytes, checked against `PATH.sha256` if there is one."""
-    with open(path, "rb") as f:
-        # Checked before and after reading: the file may grow in between.
-        if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
-            raise ZooError(f"Refusing {path!r}: it holds more than {MAX_FILE_BYTES} bytes")
-        data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ZooError(f"Refusing {path!r}: it holds more than {MAX_FILE_BYTES} bytes")
+    data = _read_regular_file(path, MAX_FILE_BYTES, path)
     sidecar = path + _SIDECAR
-    if not os.path.exists(sidecar):
+    if not os.path.lexists(sidecar):
         return data
-    with open(sidecar, "rb") as f:
-        match = re.match(rb"([0-9a-fA-F]{64})[ \t]", f.read(4096))
+    match = re.match(rb"([0-9a-fA-F]{64})[ \t]", _read_regular_file(sidecar, 4096, path))
     if not match:
         raise ZooError(f"Refusing {path!r}: {sidecar!r} is not a sha256sum line")
     expected, actual = match.group(1).decode().lower(), hashlib.sha256(data).hexdigest()
@@ -222,3 +242,31 @@ def _read_verified(path) -> bytes:
             f"changed or corrupted. Received: sha256={actual}, expected {expected}"
         )
     return data
+
+
+def _read_regular_file(name, limit, path) -> bytes:
+    """The bytes of `name`, which must be a regular file of at most `limit`
+    bytes or a link to one: a directory, FIFO or device is refused before it
+    is opened, as reading one fails, blocks or never ends."""
+    try:
+        _check_regular(os.stat(name).st_mode, name, path)
+        # Non-blocking, should it be swapped for a FIFO after the check.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ZooError(f"Refusing {path!r}: cannot read {name!r} ({exc.strerror})") from None
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)
+        _check_regular(info.st_mode, name, path)
+        # Checked before and after reading: the file may grow in between.
+        data = b"" if info.st_size > limit else f.read(limit + 1)
+    if info.st_size > limit or len(data) > limit:
+        raise ZooError(f"Refusing {path!r}: {name!r} holds more than {limit} bytes")
+    return data
+
+
+def _check_regular(mode, name, path):
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+        kind = next((k for test, k in kinds.items() if test(mode)), "a device")
+        link = "a link to " if os.path.islink(name) else ""
+        raise ZooError(f"Refusing {path!r}: {name!r} is {link}{kind}; expected a regular file")

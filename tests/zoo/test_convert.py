@@ -1,6 +1,7 @@
 """zoo.convert's reader and mapping, without torch (the logits parity against a
 real torch ResNet is in test_cross_backend.py); one test reads a real torch.save
-file where torch is installed."""
+file where torch is installed. Hostile and damaged files are refused in one
+line, with nothing written, imported or changed (`audit.py`)."""
 
 import io
 import os
@@ -10,6 +11,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+from audit import audited
 from safetensors.numpy import save_file
 
 import zoo
@@ -79,10 +81,10 @@ def storage(key="0", numel=4):
     return opcodes(("storage", FLOAT_STORAGE, key, "cpu", numel)) + b"Q"
 
 
-def tensor_pickle(offset, size, stride, source=None):
-    """The pickle of `{"w": tensor}`, the tensor a view of `source`."""
+def tensor_pickle(offset, size, stride, source=None, key="w"):
+    """The pickle of `{key: tensor}`, the tensor a view of `source`."""
     tensor = REBUILD + opcodes((source or storage(), offset, size, stride)) + b"R"
-    return b"}" + opcodes("w") + tensor + b"s."
+    return b"}" + opcodes(key) + tensor + b"s."
 
 
 @pytest.mark.parametrize(
@@ -178,6 +180,12 @@ MALFORMED = {
         {"0": RECORD},
         "Bad CRC-32",
     ),
+    "value_not_a_tensor": (pickle.dumps({"w": 5}, protocol=2), {}, "Received: 'w' holds a int$"),
+    "key_not_a_string": (
+        tensor_pickle(0, (4,), (1,), key=1),
+        {"0": RECORD},
+        "Received: a key of type int$",
+    ),
 }
 
 
@@ -188,10 +196,33 @@ def test_a_malformed_torch_file_is_refused_in_one_line(tmp_path, case):
     torch_style_zip(path, payload, records)
     if case == "record_fails_its_crc":
         path.write_bytes(path.read_bytes().replace(RECORD, b"\xff" * len(RECORD)))
-    with pytest.raises(zoo.ZooError, match=match) as info:
+    with audited(tmp_path) as events, pytest.raises(zoo.ZooError, match=match) as info:
         load_state_dict(path)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and not events
     assert repr(str(path)) in str(info.value)
+
+
+def views_pickle(count, numel):
+    """`{"w0": t, "w1": t, ...}`: `count` views of all of one float32 storage."""
+    view = REBUILD + opcodes((storage(numel=numel), 0, (numel,), (1,))) + b"R"
+    return b"}(" + b"".join(opcodes(f"w{i}") + view for i in range(count)) + b"u."
+
+
+@pytest.mark.parametrize("views", [8, 256])
+def test_many_views_of_one_storage_count_as_many_tensors(tmp_path, views):
+    path = tmp_path / "views.pth"
+    numel = 1 << 18  # 1 MiB of float32 zeros, deflated to about 1 KB
+    record = {"0": bytes(4 * numel)}
+    torch_style_zip(path, views_pickle(views, numel), record, compression=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 20_000
+    if views == 8:  # each view is copied, as torch.load copies it: 8 MiB from a few KB
+        assert sum(array.nbytes for array in load_state_dict(path).values()) == 8 << 20
+        return
+    # 256 MiB declared; refused at the first view past 16 MiB.
+    match = r"its tensors hold at least 17825792 bytes from a file of \d+; expected at most 100"
+    with audited(tmp_path) as events, pytest.raises(zoo.ZooError, match=match) as info:
+        load_state_dict(path)
+    assert "\n" not in str(info.value) and not events
 
 
 def test_a_real_torch_file_with_views_loads(tmp_path):
@@ -214,6 +245,19 @@ def test_a_real_torch_file_with_views_loads(tmp_path):
 
 def headless_resnet18():
     return zoo.create_model("resnet18", input_shape=(32, 32, 3), include_top=False)
+
+
+@pytest.fixture(scope="module")
+def resnet18_and_weights():
+    """One headless ResNet-18 and its weights, for the tests that must leave it
+    unchanged."""
+    model = headless_resnet18()
+    return model, [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+
+
+def assert_unchanged(model, before):
+    for old, new in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
 
 
 def state_dict_of(model, drop=(), add=None):
@@ -259,19 +303,30 @@ def test_weights_load_and_kernels_are_transposed(tmp_path):
         (
             (),
             {"conv1.weight": np.zeros((64, 1, 7, 7), "float32")},
-            r"conv1: resnet18 expects shape \(7, 7, 3, 64\) \(Keras layout\). "
-            r"Received: \(7, 7, 1, 64\)",
+            r"conv1.weight: resnet18 expects shape \(64, 3, 7, 7\) \(torch layout\). "
+            r"Received: \(64, 1, 7, 7\)",
+        ),
+        (
+            (),
+            {"conv1.weight": np.zeros((64, 3, 7), "float32")},
+            r"conv1.weight: resnet18 expects shape \(64, 3, 7, 7\) .*Received: \(64, 3, 7\)",
+        ),
+        (
+            (),
+            {"conv1.weight": np.zeros((64, 3, 7, 7), "complex64")},
+            "'conv1.weight' holds a complex64",
         ),
     ],
+    ids=["missing", "unexpected", "wrong_shape", "wrong_rank", "complex"],
 )
-def test_a_mismatched_state_dict_fails_and_changes_nothing(tmp_path, drop, add, message):
-    model = headless_resnet18()
-    before = [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+def test_a_mismatched_state_dict_fails_and_changes_nothing(
+    tmp_path, resnet18_and_weights, drop, add, message
+):
+    model, before = resnet18_and_weights
     save_file(state_dict_of(model, drop, add), str(tmp_path / "w.safetensors"))
     with pytest.raises(zoo.ZooError, match=message):
         from_torchvision(model, tmp_path / "w.safetensors")
-    for old, new in zip(before, model.weights, strict=True):
-        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
+    assert_unchanged(model, before)
 
 
 def test_a_storage_record_that_is_a_decompression_bomb_is_refused(tmp_path):
@@ -282,3 +337,30 @@ def test_a_storage_record_that_is_a_decompression_bomb_is_refused(tmp_path):
     torch_style_zip(path, pickle, records, compression=zipfile.ZIP_DEFLATED)
     with pytest.raises(zoo.ZooError, match="'archive/data/0' unpacks 33554432 bytes from"):
         load_state_dict(path)
+
+
+def _truncated(data):
+    return data[: len(data) // 2]
+
+
+def _garbled(data):
+    return data[:8] + b"\xff" * 16 + data[24:]
+
+
+def _huge_header(data):
+    return (1 << 62).to_bytes(8, "little") + data[8:]
+
+
+@pytest.mark.parametrize("damage", [_truncated, _garbled, _huge_header])
+def test_a_damaged_safetensors_file_is_one_line_and_changes_nothing(
+    tmp_path, resnet18_and_weights, damage
+):
+    model, before = resnet18_and_weights
+    path = tmp_path / "w.safetensors"
+    save_file(state_dict_of(model), str(path))
+    path.write_bytes(damage(path.read_bytes()))
+    match = "which is not a readable .safetensors file"
+    with audited(tmp_path) as events, pytest.raises(zoo.ZooError, match=match) as info:
+        from_torchvision(model, path)
+    assert "\n" not in str(info.value) and not events
+    assert_unchanged(model, before)
