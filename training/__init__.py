@@ -13,8 +13,8 @@ import importlib
 
 _EXPORTS = {
     "fit": "training.loop",
-    "evaluate": "training.loop",
-    "predict": "training.loop",
+    "evaluate": "training.evaluation",
+    "predict": "training.evaluation",
     "FitConfig": "training.config",
     "FitResult": "training.loop",
     "Dataset": "training.data",

@@ -1,4 +1,5 @@
-"""Callbacks `training.fit` adds. Backend-specific choices live here."""
+"""The Keras callbacks of a run: `for_run` assembles the list `training.fit`
+hands its one `model.fit` call. Backend-specific choices live here."""
 
 import importlib.util
 import os
@@ -6,8 +7,58 @@ import os
 import keras
 import numpy as np
 
-from training import outputs, seeding
+from training import checkpoints, distribute, outputs, seeding
 from zoo import ZooError
+
+
+def for_run(
+    config, *, user=(), data=(), output_dir=None, run=None, resumed=None, generative=False
+) -> tuple[list, "StopOnNaN"]:
+    """The callbacks of a run, in the order they must run, and its NaN stop.
+
+    In order: the data's (which must know the epoch before its first batch),
+    the NaN stop, the replicas' (which average the epoch's logs before anyone
+    reads them), the global random state's restore, the user's, TensorBoard
+    and sample grids, and the checkpoint, last, once every other callback has
+    updated its state for the epoch. Keras adds its history and progress bar
+    after them.
+
+    Args:
+        config: the run's `FitConfig`.
+        user: the user's Keras callbacks. Defaults to `()`.
+        data: the callbacks that keep the data in step with the epochs
+            (`training.pipeline.Inputs.callbacks`). Defaults to `()`.
+        output_dir: where the run writes, or `None`. Defaults to `None`.
+        run: the run's model and data as JSON, for the checkpoint's identity.
+            Defaults to `None`.
+        resumed: the `checkpoints.Checkpoint` the run resumes from, or `None`.
+        generative: whether the model generates images, for sample grids.
+            Defaults to `False`.
+
+    Returns:
+        `(callbacks, nan_stop)`.
+    """
+    nan_stop = StopOnNaN()
+    run_callbacks = [*data, nan_stop, *distribute.callbacks()]
+    if resumed:
+        run_callbacks.append(RestoreGlobalRNG(resumed.global_rng_state))
+    run_callbacks += user
+    if config.tensorboard:
+        run_callbacks.append(tensorboard(os.path.join(output_dir, "tensorboard")))
+    if generative and output_dir:
+        run_callbacks.append(SampleGrid(output_dir, seed=config.seed))
+    if output_dir:
+        run_callbacks.append(
+            checkpoints.Checkpointer(
+                output_dir,
+                config,
+                run,
+                user,
+                resumed=resumed,
+                skip=lambda: nan_stop.stopped_at is not None,
+            )
+        )
+    return run_callbacks, nan_stop
 
 
 def tensorboard(log_dir) -> keras.callbacks.Callback:
@@ -39,8 +90,7 @@ class _ScalarWriter(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         from tensorboardX import SummaryWriter
 
-        # `fit` trains epoch by epoch: the writers stay open across its calls.
-        self._writers = self._writers or {
+        self._writers = {
             split: SummaryWriter(os.path.join(self.log_dir, split))
             for split in ("train", "validation")
         }
@@ -52,7 +102,7 @@ class _ScalarWriter(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         for writer in self._writers.values():
-            writer.flush()
+            writer.close()
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -61,7 +111,7 @@ class StopOnNaN(keras.callbacks.Callback):
 
     `steps` names the step: `"step 6"`, or, where the model runs several steps
     per call (`steps_per_execution`) and the loss is seen once per call,
-    `"one of steps 1-32"`.
+    `"one of steps 1-32"`; `epoch` is the epoch's index.
 
     It runs in the training loop, not on Keras' helper thread: on JAX, a
     step's logs may be donated to the next step before a helper reads them.
@@ -71,6 +121,10 @@ class StopOnNaN(keras.callbacks.Callback):
         super().__init__()
         self.stopped_at = None
         self.value = None
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -98,18 +152,6 @@ class RestoreGlobalRNG(keras.callbacks.Callback):
         if self.state is not None:
             seeding.set_global_rng_state(self.state)
             self.state = None
-
-
-class RunProgress(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, counting the run's epochs: `fit` calls Keras once
-    per epoch, which would otherwise print "Epoch 3/3" for the third of 30."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.run_epochs = epochs
-
-    def set_params(self, params):
-        super().set_params({**params, "epochs": self.run_epochs})
 
 
 class SampleGrid(keras.callbacks.Callback):

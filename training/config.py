@@ -44,6 +44,9 @@ class FitConfig:
             Defaults to `0.1`.
         test_fraction: share held out for the test metrics, for data sets
             without an official test split. Defaults to `0.2`.
+        image_size: the side a folder of images is resized to (see
+            `training.load_dataset`). Defaults to `None`: the images' own
+            size, which must be one for all.
         output_dir: where to write `model.keras`, `history.json`,
             `metrics.json`, `config.json` and `curves.png`; `None` writes
             nothing. Defaults to `None`.
@@ -74,6 +77,7 @@ class FitConfig:
     seed: int = 0
     validation_fraction: float = 0.1
     test_fraction: float = 0.2
+    image_size: int | None = None
     output_dir: str | None = None
     overwrite: bool = False
     tensorboard: bool = False
@@ -109,6 +113,15 @@ class FitConfig:
                 raise ZooError(
                     f"Expected {name} to be a number in (0, 0.5). Received: {name}={value!r}"
                 )
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool)
+            or not isinstance(self.image_size, int)
+            or self.image_size < 1
+        ):
+            raise ZooError(
+                "Expected image_size to be a positive int. "
+                f"Received: image_size={self.image_size!r}"
+            )
         if self.distribute not in (None, *DISTRIBUTE_MODES):
             modes = ", ".join(map(repr, DISTRIBUTE_MODES))
             raise ZooError(

@@ -9,6 +9,7 @@ for per-pixel classification. `mnist`, `fashion_mnist` and `cifar10` come from
 """
 
 import dataclasses
+import hashlib
 import os
 
 import keras
@@ -19,6 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from training import files
 from zoo import ZooError
+from zoo.safety import first_line
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -43,13 +45,19 @@ class Dataset:
 
     @property
     def task(self) -> str:
-        if self.num_classes is None:
-            return "regression"
-        return "segmentation" if self.y_train.ndim == 3 else "classification"
+        return task_of(self.num_classes, self.y_train)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+
+def task_of(num_classes, y) -> str:
+    """The task targets `y` are for: regression without classes, else
+    per-pixel (`(N, H, W)` labels) or per-sample classification."""
+    if num_classes is None:
+        return "regression"
+    return "segmentation" if y.ndim == 3 else "classification"
 
 
 def load_dataset(
@@ -148,10 +156,34 @@ def from_arrays(
     return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, source)
 
 
+def fingerprint_arrays(x, y) -> str:
+    """A fingerprint of arrays' contents: the sha256 of their shapes, dtypes
+    and bytes. Images read from files fingerprint by their file names."""
+    digest = hashlib.sha256()
+    for array in (x, y):
+        if isinstance(array, files.ImageFiles):
+            digest.update("\n".join(array.paths).encode())
+            continue
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape} {array.dtype}\n".encode())
+        digest.update(array.data)
+    return f"sha256 {digest.hexdigest()}"
+
+
 def _checked_arrays(x, y, name):
     if isinstance(x, files.ImageFiles):  # decoded images are in [0, 1]
         return x, _checked_targets(np.asarray(y), name)
-    x, y = np.asarray(x), np.asarray(y)
+    try:
+        x, y = np.asarray(x), np.asarray(y)
+    except ValueError as exc:  # ragged nested lists
+        raise ZooError(
+            f"Expected arrays of one shape per sample. Received: {name} ({first_line(exc)})"
+        ) from None
+    if x.ndim == 0 or y.ndim == 0:
+        raise ZooError(
+            f"Expected arrays with one sample per row. Received: {name} of shapes "
+            f"{x.shape} and {y.shape}"
+        )
     if len(x) == 0:
         raise ZooError(f"Expected a non-empty data set. Received: {name} with 0 samples")
     if len(x) != len(y):
@@ -174,7 +206,19 @@ def _checked_arrays(x, y, name):
 
 
 def _checked_targets(y, name):
-    if y.dtype.kind not in "biu":
+    if y.dtype.kind not in "biuf":
+        raise ZooError(
+            f"Expected numeric targets: integer class labels or float values (encode "
+            f"class names as integers first). Received: {name} targets of dtype {y.dtype}"
+        )
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ZooError(
+            f"Expected finite targets. Received: {name} with "
+            f"{int((~np.isfinite(y)).sum())} NaN or infinite values"
+        )
+    if y.dtype.kind == "b":
+        y = y.astype("int32")
+    if y.dtype.kind not in "iu":
         return y.astype("float32")
     # Labels are one per sample ((N,) or (N, 1)), per position (N, T) or per
     # pixel (N, H, W).

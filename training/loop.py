@@ -1,4 +1,11 @@
-"""`fit`, `evaluate` and `predict`: the library the CLI is a thin layer over."""
+"""`fit`: the library the CLI is a thin layer over.
+
+A run reads top to bottom: the data (`training.data`, `training.files`), the
+model built for it or resumed from a checkpoint (`training.checkpoints`), the
+run's callbacks (`training.callbacks.for_run`) and batches
+(`training.pipeline`), one `model.fit` call, and the run's files
+(`training.outputs`). `training.evaluation` scores and runs saved models.
+"""
 
 import dataclasses
 import os
@@ -7,9 +14,9 @@ import keras
 import numpy as np
 
 import zoo
-from training import callbacks, checkpoints, distribute, outputs, performance
+from training import callbacks, checkpoints, distribute, outputs, performance, pipeline
 from training.config import FitConfig
-from training.data import Dataset, from_arrays, load_dataset
+from training.data import Dataset, fingerprint_arrays, from_arrays, load_dataset
 from training.seeding import make_deterministic, seed_everything
 from training.steps import CustomStepModel
 from zoo import ZooError
@@ -50,6 +57,10 @@ def _segmentation_objective(net):
     )
 
 
+# Tasks whose models take their class count from the data.
+_CLASSES_FROM_DATA = ("classification", "segmentation", "distillation", "self_supervised")
+
+
 def _labelled(data):
     return data.num_classes is not None
 
@@ -80,25 +91,48 @@ class FitResult:
     output_dir: str | None
 
 
-def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) -> FitResult:
+def fit(
+    model="simple_cnn",
+    dataset="digits",
+    *,
+    validation_data=None,
+    test_data=None,
+    keras_callbacks=(),
+    **options,
+) -> FitResult:
     """Trains a model on a data set and evaluates it on the held-out test split.
+
+    The run is one call of Keras' `model.fit`, from the epoch a checkpoint in
+    `output_dir` resumes at (if any) to `epochs`, so Keras callbacks behave
+    as under a plain `model.fit`.
 
     Args:
         model: a zoo model name, built for the data's input shape and class
-            count, or a `keras.Model` (used as compiled, if it is).
+            count; a path to a `.keras` file (a finished run's
+            `model.keras`), loaded to train further; or a `keras.Model`. A
+            compiled model trains as compiled, its optimizer state included,
+            unless `optimizer`, `learning_rate` or `freeze_backbone` is given.
             Defaults to `"simple_cnn"`.
-        dataset: a data set name, a `training.Dataset`, or an `(x, y)` pair of
-            arrays to split. Defaults to `"digits"`.
+        dataset: a data set name or path (see `training.load_dataset`), a
+            `training.Dataset`, an `(x, y)` pair of arrays to split, or a
+            pipeline that `model.fit` takes as it is: a
+            `keras.utils.PyDataset`, a `tf.data.Dataset`, a
+            `torch.utils.data.DataLoader` or a grain loader.
+            Defaults to `"digits"`.
+        validation_data: with a pipeline, its validation data (a pipeline or
+            an `(x, y)` pair), if any. Defaults to `None`.
+        test_data: with a pipeline, the data to compute the test metrics on,
+            if any. Defaults to `None`.
         keras_callbacks: more `keras.callbacks.Callback`s for `model.fit`.
             Defaults to `()`.
         **options: fields of `FitConfig`: `epochs`, `batch_size`, `optimizer`,
             `learning_rate`, `seed`, `output_dir`, `overwrite`, `tensorboard`,
-            `model_kwargs`, `verbose`, `distribute`, `devices` and the split
-            fractions.
+            `model_kwargs`, `image_size`, `verbose`, `distribute`, `devices`
+            and the split fractions.
 
     Returns:
         A `FitResult`; its `metrics` hold `test_loss` and, for classifiers,
-        `test_accuracy`.
+        `test_accuracy` (none for a pipeline without `test_data`).
 
     Example:
 
@@ -111,29 +145,38 @@ def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) 
         # trained and tested there.
         _check_distributable(model)
         with distribute.data_parallel(config.devices):
-            return fit(model, dataset, **options)
-    if isinstance(model, str):
-        zoo.model_task(model)  # an unknown name fails before any work
+            return fit(
+                model,
+                dataset,
+                validation_data=validation_data,
+                test_data=test_data,
+                keras_callbacks=keras_callbacks,
+                **options,
+            )
+    model, model_source = _model_source(model)  # an unknown name fails before any work
     if config.tensorboard and not config.output_dir:
         raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
     if config.deterministic:
         make_deterministic()
     seed_everything(config.seed)
-    data = _dataset(dataset, config)
-    if config.batch_size > len(data.x_train):
+
+    # The data, and the model trained on it (a checkpoint's, when resuming).
+    data = _dataset(dataset, config, validation_data, test_data)
+    if isinstance(data, Dataset) and config.batch_size > len(data.x_train):
         raise ZooError(
             f"Expected batch_size at most the {len(data.x_train)} training samples "
             f"of {data.name!r}. Received: batch_size={config.batch_size}"
         )
+    run = {"model_source": model_source, "data": _describe_data(data)}
     # Every data-parallel process resumes from the chief's checkpoint.
-    resumed = config.output_dir and checkpoints.load(config.output_dir, config)
+    resumed = config.output_dir and checkpoints.load(config.output_dir, config, run)
     if resumed:
         net, task = resumed.net, _task(model, data)
     else:
         net, task = _model(model, data, config.model_kwargs)
     # Only once the arguments are known good: a mistake leaves no dir behind.
     output_dir = config.output_dir and outputs.prepare_dir(
-        distribute.run_dir(config.output_dir), overwrite=config.overwrite
+        distribute.run_dir(config.output_dir), overwrite=config.overwrite, resuming=bool(resumed)
     )
     if task in _OBJECTIVES:
         data = _match_targets(net, data)
@@ -142,118 +185,79 @@ def fit(model="simple_cnn", dataset="digits", *, keras_callbacks=(), **options) 
     elif task in _OBJECTIVES:
         performance.configure(net)  # run-time settings are not saved with a model
 
+    # The callbacks and the one `model.fit` call.
+    epoch = resumed.epoch if resumed else 0
+    inputs = pipeline.training_inputs(data, config.batch_size, seed=config.seed, epoch=epoch)
+    run_callbacks, nan_stop = callbacks.for_run(
+        config,
+        user=list(keras_callbacks),
+        data=inputs.callbacks,
+        output_dir=output_dir,
+        run=run,
+        resumed=resumed,
+        generative=hasattr(net, "generate"),
+    )
+    if resumed:
+        checkpoints.rewind_files(keras_callbacks, resumed.callback_states)
+    # A run that a callback (EarlyStopping) ended trains no further epochs.
+    epochs = epoch if resumed and resumed.stopped else config.epochs
     with performance.kernels():
-        history = _train(net, task, data, config, output_dir, resumed, keras_callbacks)
+        trained = net.fit(
+            **inputs.arguments,
+            initial_epoch=epoch,
+            epochs=epochs,
+            callbacks=performance.callback_list(
+                run_callbacks, net, steps=inputs.steps, epochs=epochs, verbose=_verbosity(config)
+            ),
+            verbose=_verbosity(config),
+        )
+    if nan_stop.stopped_at:
+        raise ZooError(_nan_message(nan_stop, output_dir))
+    history = {key: list(values) for key, values in (resumed.history if resumed else {}).items()}
+    for key, values in trained.history.items():
+        history[key] = [*history.get(key, []), *(float(v) for v in values)]
+
+    # The test metrics and the run's files.
     metrics = _test_metrics(net, data, config.batch_size)
     if output_dir:
-        _write_run(output_dir, net, data, config, history, metrics)
+        _write_run(output_dir, net, data, config, history, metrics, run)
         checkpoints.remove(output_dir)
     return FitResult(net, history, metrics, output_dir if distribute.is_chief() else None)
 
 
+def _verbosity(config):
+    return config.verbose if distribute.is_chief() else 0
+
+
+def _nan_message(nan_stop, output_dir):
+    epoch = nan_stop.epoch
+    where = (
+        f"the last good checkpoint (after epoch {epoch}) is in "
+        f"{os.path.join(output_dir, checkpoints.DIRNAME)}"
+        if output_dir and epoch
+        else "no checkpoint was written"
+    )
+    return (
+        f"Training stopped: the loss became {nan_stop.value} at epoch {epoch + 1}, "
+        f"{nan_stop.steps}; {where}. Expected a finite loss: try a lower "
+        "learning rate or check the data"
+    )
+
+
 def _prepare_training(net, task, data, config):
-    """Freezes, pre-trains a teacher and compiles, as the config and model ask."""
+    """Freezes, pre-trains a teacher and compiles, as the config and model ask.
+
+    A compiled model keeps its compilation (and optimizer state) unless the
+    config asks for another optimizer, learning rate or a frozen backbone.
+    """
     if config.freeze_backbone:
         freeze_backbone(net)
     if getattr(net, "teacher_trained", True) is False:
         _train_teacher(net, data, config)
-    if not net.compiled:
+    recompile = config.optimizer or config.learning_rate or config.freeze_backbone
+    if not net.compiled or recompile:
         recommended = net.default_optimizer() if hasattr(net, "default_optimizer") else None
         compile_for_task(net, task, config.make_optimizer(recommended))
-
-
-def _train(net, task, data, config, output_dir, resumed, keras_callbacks):
-    """Trains epoch by epoch, from a `resumed` checkpoint if any, checkpointing
-    after each epoch.
-
-    Each epoch's order is drawn from `(seed, epoch)`, not from a global random
-    state, so a run resumed from a checkpoint sees the batches an
-    uninterrupted run would have.
-    """
-    start_epoch, history = (resumed.epoch, resumed.history) if resumed else (0, {})
-    nan_stop = callbacks.StopOnNaN()
-    verbose = config.verbose if distribute.is_chief() else 0
-    extra = [nan_stop, *distribute.callbacks(), *keras_callbacks]
-    if verbose != 0:
-        extra.append(callbacks.RunProgress(config.epochs))
-    if resumed:
-        extra.append(callbacks.RestoreGlobalRNG(resumed.global_rng_state))
-    if config.tensorboard:
-        extra.append(callbacks.tensorboard(os.path.join(output_dir, "tensorboard")))
-    if task == "generative" and output_dir:
-        extra.append(callbacks.SampleGrid(output_dir, seed=config.seed))
-    for epoch in range(start_epoch, config.epochs):
-        inputs = distribute.fit_inputs(data, config.batch_size, config.seed, epoch)
-        epoch_history = net.fit(
-            **performance.feed(inputs),
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            callbacks=performance.callback_list(
-                extra, net, inputs, epochs=epoch + 1, verbose=verbose
-            ),
-            verbose=verbose,
-        )
-        if nan_stop.stopped_at:
-            where = (
-                f"the last good checkpoint (after epoch {epoch}) is in "
-                f"{os.path.join(output_dir, checkpoints.DIRNAME)}"
-                if output_dir and epoch
-                else "no checkpoint was written"
-            )
-            raise ZooError(
-                f"Training stopped: the loss became {nan_stop.value} at epoch {epoch + 1}, "
-                f"{nan_stop.steps}; {where}. Expected a finite loss: try a lower "
-                "learning rate or check the data"
-            )
-        for key, values in epoch_history.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        if output_dir:
-            checkpoints.save(output_dir, net, epoch=epoch + 1, history=history, config=config)
-    return history
-
-
-def evaluate(model_path, dataset="digits", *, batch_size=32, seed=0) -> dict[str, float]:
-    """Evaluates a saved model on a data set's test split.
-
-    Args:
-        model_path: a `.keras` file, such as `fit`'s `output_dir/model.keras`.
-        dataset: a data set name, a `training.Dataset` or an `(x, y)` pair.
-            Defaults to `"digits"`.
-        batch_size: samples per step. Defaults to `32`.
-        seed: the split seed; use the one the model was trained with so the
-            test split is the held-out one. Defaults to `0`.
-
-    Returns:
-        `{"test_loss": ..., "test_<metric>": ...}`.
-    """
-    net = zoo.load_model(model_path)
-    data = _dataset(dataset, FitConfig(seed=seed, batch_size=batch_size))
-    _check_inputs(net, data.x_test, data.name)
-    data = _match_targets(net, data)
-    if not net.compiled:
-        compile_for_task(net, None if isinstance(net, CustomStepModel) else data.task, "adam")
-    return _test_metrics(net, data, batch_size)
-
-
-def predict(model_path, x, *, batch_size=32) -> np.ndarray:
-    """Runs a saved model on inputs.
-
-    Args:
-        model_path: a `.keras` file.
-        x: an input array, or a data set name to predict its test split.
-        batch_size: samples per step. Defaults to `32`.
-    """
-    net = zoo.load_model(model_path)
-    if isinstance(x, str):
-        x, name = load_dataset(x).x_test, x
-    else:
-        x, name = np.asarray(x), "inputs"
-        if x.dtype.kind not in "biuf":
-            raise ZooError(f"Expected numeric inputs. Received: inputs of dtype {x.dtype}")
-        if x.dtype.kind == "f":
-            x = x.astype("float32")
-    _check_inputs(net, x, name)
-    return performance.predict(net, x, batch_size=batch_size)
 
 
 def compile_for_task(net, task, optimizer) -> None:
@@ -300,14 +304,13 @@ def _train_teacher(distiller, data, config):
     teacher = distiller.teacher
     teacher.trainable = True
     compile_for_task(teacher, "classification", config.make_optimizer())
-    for epoch in range(config.epochs):
-        teacher.fit(
-            **distribute.fit_inputs(data, config.batch_size, config.seed, epoch),
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            callbacks=distribute.callbacks(),
-            verbose=config.verbose if distribute.is_chief() else 0,
-        )
+    inputs = pipeline.training_inputs(data, config.batch_size, seed=config.seed)
+    teacher.fit(
+        **inputs.arguments,
+        epochs=config.epochs,
+        callbacks=[*inputs.callbacks, *distribute.callbacks()],
+        verbose=_verbosity(config),
+    )
     teacher.trainable = False
     distiller.teacher_trained = True
 
@@ -320,7 +323,33 @@ def _check_distributable(model):
         )
 
 
-def _dataset(dataset, config) -> Dataset:
+def _model_source(model):
+    """`(model, source)`: a `.keras` path loaded, and where the model came
+    from, as JSON, for config.json and a checkpoint's identity."""
+    if isinstance(model, str) and (model.endswith(".keras") or os.sep in model):
+        path = os.path.abspath(model)
+        return zoo.load_model(model), {"path": path, "sha256": outputs.sha256(path)}
+    if isinstance(model, str):
+        zoo.model_task(model)  # an unknown name fails here
+        return model, {"name": model}
+    if isinstance(model, keras.Model):
+        return model, {"class": type(model).__name__, "name": model.name}
+    raise ZooError(
+        "Expected model to be a zoo model name, a .keras file or a keras.Model. "
+        f"Received: model of type {type(model).__name__}"
+    )
+
+
+def _dataset(dataset, config, validation_data=None, test_data=None):
+    """The run's data: a `Dataset` of arrays, or a `pipeline.Stream`."""
+    if pipeline.is_stream(dataset):
+        return pipeline.stream(dataset, validation_data, test_data)
+    if validation_data is not None or test_data is not None:
+        raise ZooError(
+            "Expected validation_data and test_data only with a data pipeline; a data set is "
+            "split by validation_fraction and test_fraction. Received: dataset of type "
+            f"{type(dataset).__name__}"
+        )
     splits = dict(
         seed=config.seed,
         validation_fraction=config.validation_fraction,
@@ -329,13 +358,21 @@ def _dataset(dataset, config) -> Dataset:
     if isinstance(dataset, Dataset):
         return dataset
     if isinstance(dataset, str):
-        return load_dataset(dataset, **splits)
-    if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
-        return from_arrays(*dataset, **splits)
+        return load_dataset(dataset, image_size=config.image_size, **splits)
+    if isinstance(dataset, tuple | list) and len(dataset) == 2:
+        data = from_arrays(*dataset, **splits)  # checked before anything reads them
+        fingerprint = fingerprint_arrays(np.asarray(dataset[0]), np.asarray(dataset[1]))
+        return dataclasses.replace(data, source={"fingerprint": fingerprint})
     raise ZooError(
-        "Expected dataset to be a data set name, a training.Dataset or an (x, y) "
-        f"pair of arrays. Received: dataset of type {type(dataset).__name__}"
+        "Expected dataset to be a data set name or path, a training.Dataset, an (x, y) "
+        "pair of arrays or a data pipeline (keras.utils.PyDataset, tf.data.Dataset, "
+        f"torch DataLoader, grain). Received: dataset of type {type(dataset).__name__}"
     )
+
+
+def _describe_data(data):
+    """The run's data as JSON: its name and, where known, its source."""
+    return {"name": data.name, **(data.source or {})}
 
 
 def _task(model, data):
@@ -361,9 +398,20 @@ def _model(model, data, model_kwargs):
             f"Received: data set {data.name!r} with {received}"
         )
     kwargs = {"input_shape": data.input_shape, **model_kwargs}
-    if task in ("classification", "segmentation", "distillation", "self_supervised"):
-        kwargs.setdefault("num_classes", data.num_classes)
+    learned = ["num_classes"] if task in _CLASSES_FROM_DATA else []
     if "vocab_size" in zoo.model_arguments(model):
+        learned.append("vocab_size")
+    if isinstance(data, pipeline.Stream):
+        missing = [name for name in learned if name not in kwargs]
+        if missing:
+            raise ZooError(
+                f"Expected model_kwargs (--model-arg) to give {' and '.join(missing)} for "
+                f"{model!r}: a data pipeline's batches are not known before it runs. "
+                f"Received: model_kwargs={model_kwargs!r}"
+            )
+    elif "num_classes" in learned:
+        kwargs.setdefault("num_classes", data.num_classes)
+    if "vocab_size" in learned and not isinstance(data, pipeline.Stream):
         tokens = (data.x_train, data.x_val, data.x_test) + (
             (data.y_train,) if task == "language_modeling" else ()
         )
@@ -379,6 +427,7 @@ def _match_targets(net, data):
     """
     if (
         isinstance(net, CustomStepModel)
+        or isinstance(data, pipeline.Stream)
         or data.task != "classification"
         or net.output_shape[-1] != 1
     ):
@@ -406,16 +455,15 @@ def _check_inputs(net, x, name):
 
 
 def _test_metrics(net, data, batch_size):
+    inputs = pipeline.test_inputs(data, batch_size)
+    if inputs is None:
+        return {}  # a pipeline without test data
     with performance.kernels():
-        results = net.evaluate(
-            **distribute.evaluation_inputs(data.x_test, data.y_test, batch_size),
-            verbose=0,
-            return_dict=True,
-        )
+        results = net.evaluate(**inputs, verbose=0, return_dict=True)
     return {f"test_{k}": float(v) for k, v in results.items()}
 
 
-def _write_run(output_dir, net, data, config, history, metrics):
+def _write_run(output_dir, net, data, config, history, metrics, run):
     outputs.save_model(net, os.path.join(output_dir, "model.keras"))
     outputs.write_json(os.path.join(output_dir, "history.json"), history)
     outputs.write_json(
@@ -423,6 +471,7 @@ def _write_run(output_dir, net, data, config, history, metrics):
         {
             "model": net.name,
             "dataset": data.name,
+            **run,
             "backend": keras.backend.backend(),
             "keras_version": keras.__version__,
             **config.to_dict(),

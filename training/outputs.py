@@ -1,8 +1,11 @@
 """What a run writes, written atomically: a crash never leaves a half-written
 file under its final name."""
 
+import glob
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -14,10 +17,18 @@ from zoo.saving import atomic_path
 
 # A run directory holding this file is finished and is not overwritten silently.
 FINISHED_MARKER = "metrics.json"
+# What a run writes epoch by epoch, and so what a run starting over clears: an
+# earlier run's logs would otherwise mix with its own.
+EPOCH_LOGS = ("tensorboard", "samples_epoch_*.png")
 
 
-def prepare_dir(path, *, overwrite: bool) -> str:
-    """Creates `path` and checks it can take a run's files, before any training."""
+def prepare_dir(path, *, overwrite: bool, resuming: bool = False) -> str:
+    """Creates `path` and checks it can take a run's files, before any training.
+
+    A run that starts at its first epoch (not `resuming`) clears the epoch
+    logs (`EPOCH_LOGS`) of the run it replaces; a finished run's model,
+    history and metrics stay until the new run writes its own.
+    """
     path = os.fspath(path)
     if os.path.exists(os.path.join(path, FINISHED_MARKER)) and not overwrite:
         raise ZooError(
@@ -32,7 +43,23 @@ def prepare_dir(path, *, overwrite: bool) -> str:
         raise ZooError(
             f"Expected a writable output dir. Received: {path!r} ({exc.strerror})"
         ) from exc
+    if not resuming:
+        for pattern in EPOCH_LOGS:
+            for old in glob.glob(os.path.join(glob.escape(path), pattern)):
+                if os.path.isdir(old) and not os.path.islink(old):
+                    shutil.rmtree(old)
+                else:
+                    os.remove(old)
     return path
+
+
+def sha256(path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path, obj) -> None:

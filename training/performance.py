@@ -9,9 +9,9 @@ What was measured (the README's "Speed against native loops" has the tables):
 - TensorFlow runs 32 steps per call into its compiled step
   (`steps_per_execution`): one Python round trip, `tf.data` hand-off and host
   sync per 32 steps instead of per step. It reads the batches from a
-  `tf.data.Dataset` of the arrays (`feed()`): from numpy arrays, Keras'
-  pipeline gathers each batch by index, on threads that compete with the step
-  for the cores (about 0.5 ms of a 10 ms `simple_cnn` step here). A
+  `tf.data.Dataset` of the arrays (`training.pipeline`): from numpy arrays,
+  Keras' pipeline gathers each batch by index, on threads that compete with
+  the step for the cores (about 0.5 ms of a 10 ms `simple_cnn` step here). A
   convolution's bias is a plain add, not Keras' `BiasAdd`, whose gradient
   TensorFlow fuses into a slower oneDNN kernel (`training/tf_kernels.py`).
   XLA stays off on CPU, as Keras chooses there: XLA's CPU convolutions are
@@ -29,12 +29,11 @@ What was measured (the README's "Speed against native loops" has the tables):
 """
 
 import contextlib
-import math
 
 import keras
 import numpy as np
 
-from training import distribute
+from training import distribute, pipeline
 
 # Steps per call of the compiled training step, where the backend allows more
 # than one. Batch-level callbacks then run once per call.
@@ -77,23 +76,6 @@ def kernels():
         return
     with installed():
         yield
-
-
-def feed(inputs: dict) -> dict:
-    """`model.fit`'s data arguments `inputs`, in the form the active backend
-    reads fastest: on TensorFlow, arrays become a `tf.data.Dataset` of their
-    batches in the same order, so `shuffle` must not be on. Anything else, and
-    data-parallel inputs, are returned as they are."""
-    if keras.backend.backend() != "tensorflow" or "batch_size" not in inputs:
-        return inputs
-    import tensorflow as tf
-
-    inputs = dict(inputs)
-    if inputs.pop("shuffle", False):
-        raise ValueError("Expected shuffle=False: the batches keep the arrays' order")
-    x, y, batch_size = inputs.pop("x"), inputs.pop("y", None), inputs.pop("batch_size")
-    samples = x if y is None else (x, y)
-    return {**inputs, "x": tf.data.Dataset.from_tensor_slices(samples).batch(batch_size)}
 
 
 class CallbackList(keras.callbacks.CallbackList):
@@ -140,14 +122,18 @@ def _overrides(callback, names):
     )
 
 
-def callback_list(callbacks, net, inputs, *, epochs, verbose=0) -> CallbackList:
-    """The callback list `net.fit(**inputs, epochs=epochs, ...)` gets:
-    `callbacks` plus Keras' own history, as `fit` would add it. A progress bar
-    is one of `callbacks` or none."""
-    x = inputs["x"]
-    batches = len(x) if "batch_size" not in inputs else math.ceil(len(x) / inputs["batch_size"])
+def callback_list(callbacks, net, *, steps, epochs, verbose=0) -> CallbackList:
+    """The callback list `net.fit(..., epochs=epochs, verbose=verbose)` gets
+    for data of `steps` batches per epoch: `callbacks` plus Keras' own history
+    and, unless `verbose` is 0, progress bar, as `fit` would add them."""
     return CallbackList(
-        callbacks, add_history=True, verbose=verbose, epochs=epochs, steps=batches, model=net
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps,
+        model=net,
     )
 
 
@@ -155,7 +141,7 @@ def predict(net, x, *, batch_size) -> np.ndarray:
     """`net.predict` as `training.predict` runs it: with this backend's
     settings and the callback list, silently."""
     configure(net)
-    callbacks = callback_list([], net, dict(x=x, batch_size=batch_size), epochs=1)
-    inputs = feed(dict(x=x, batch_size=batch_size))
+    inputs = pipeline.prediction_inputs(x, batch_size)
+    callbacks = callback_list([], net, steps=pipeline.steps(inputs), epochs=1)
     with kernels():
         return np.asarray(net.predict(**inputs, verbose=0, callbacks=callbacks))

@@ -22,7 +22,7 @@ from keras import ops
 
 import training
 import zoo
-from training import distribute
+from training import distribute, pipeline
 from training.data import Dataset, load_dataset
 from training.loop import compile_for_task
 from training.steps import CustomStepModel, value_and_grad
@@ -111,14 +111,13 @@ def custom_step(output_dir):
         training.seed_everything(0)
         replicated = Regressor()
         replicated.compile(keras.optimizers.SGD(LEARNING_RATE))
-        for epoch in range(EPOCHS):
-            replicated.fit(
-                **distribute.fit_inputs(data, BATCH_SIZE, seed=0, epoch=epoch),
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                callbacks=distribute.callbacks(),
-                verbose=0,
-            )
+        inputs = pipeline.training_inputs(data, BATCH_SIZE, seed=0)
+        replicated.fit(
+            **inputs.arguments,
+            epochs=EPOCHS,
+            callbacks=[*inputs.callbacks, *distribute.callbacks()],
+            verbose=0,
+        )
     training.seed_everything(0)
     reference = Regressor()
     reference.compile(keras.optimizers.SGD(LEARNING_RATE))
@@ -143,7 +142,9 @@ def generative(name, output_dir):
 
 def _train_on_global_batches(model, x, y, seed):
     for epoch in range(EPOCHS):
-        batches = distribute.GlobalBatches(x, y, BATCH_SIZE, seed=seed, epoch=epoch)
+        batches = pipeline.EpochBatches(
+            x, y, BATCH_SIZE, seed=seed, epoch=epoch, last_multiple=BATCH_SIZE
+        )
         for index in range(len(batches)):
             model.train_on_batch(*batches[index])
 

@@ -169,30 +169,12 @@ def test_the_callback_list_skips_only_unheard_batch_hooks():
             self.batches += 1
 
     model = zoo.create_model("mlp", input_shape=(3,), num_classes=2)
-    inputs = dict(x=np.zeros((8, 3), "float32"), batch_size=4)
-    quiet = performance.callback_list([], model, inputs, epochs=1)
+    quiet = performance.callback_list([], model, steps=2, epochs=1)
     assert not any(quiet._listened.values())
     counter = Counter()
-    heard = performance.callback_list([counter], model, inputs, epochs=1)
+    heard = performance.callback_list([counter], model, steps=2, epochs=1)
     assert heard._listened["on_train_batch_end"] and not heard._listened["on_test_batch_end"]
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=heard)
     assert counter.batches == 2  # steps_per_execution is fit's, not this compile's
-
-
-def test_fit_is_fed_the_same_batches_in_the_same_order():
-    x = np.arange(10 * 3, dtype="float32").reshape(10, 3)
-    y = np.arange(10, dtype="int32")
-    inputs = dict(x=x, y=y, batch_size=4, shuffle=False, validation_data=(x[:2], y[:2]))
-    fed = performance.feed(inputs)
-    assert fed["validation_data"] is inputs["validation_data"]
-    if BACKEND != "tensorflow":
-        assert fed is inputs
-        return
-    batches = [(bx.numpy(), by.numpy()) for bx, by in fed["x"]]
-    assert [len(bx) for bx, _ in batches] == [4, 4, 2]
-    np.testing.assert_array_equal(np.concatenate([bx for bx, _ in batches]), x)
-    np.testing.assert_array_equal(np.concatenate([by for _, by in batches]), y)
-    with pytest.raises(ValueError, match="Expected shuffle=False"):
-        performance.feed({**inputs, "shuffle": True})

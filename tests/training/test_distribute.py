@@ -21,7 +21,7 @@ from runs import RUN_FILES
 
 import training
 import zoo
-from training import cli, distribute
+from training import cli, distribute, pipeline
 from training.config import DISTRIBUTE_MODES, FitConfig
 from training.data import load_dataset
 from zoo import ZooError
@@ -220,23 +220,29 @@ def test_two_hosts_train_as_one_device(tmp_path):
     assert not (hosts[1] / "run").exists()
 
 
+def _global_batches(x, y, batch_size, **kwargs):
+    return pipeline.EpochBatches(x, y, batch_size, last_multiple=batch_size, **kwargs)
+
+
 def test_global_batches_split_every_batch_among_the_shards():
     x, y = np.arange(70), np.arange(70) * 10
-    shards = [distribute.GlobalBatches(x, y, 16, shard=(i, 2), seed=3) for i in range(2)]
-    whole = distribute.GlobalBatches(x, y, 16, seed=3)
+    shards = [_global_batches(x, y, 16, shard=(i, 2), seed=3) for i in range(2)]
+    whole = _global_batches(x, y, 16, seed=3)
     assert len(whole) == len(shards[0]) == 4  # 70 // 16: the 6 left over are dropped
     for index in range(4):
         parts = [shard[index] for shard in shards]
         assert all(len(part[0]) == 8 for part in parts)
         np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole[index][0])
         np.testing.assert_array_equal(whole[index][1], whole[index][0] * 10)
-    next_epoch = distribute.GlobalBatches(x, y, 16, seed=3, epoch=1)
+    next_epoch = _global_batches(x, y, 16, seed=3, epoch=1)
     assert not np.array_equal(next_epoch[0][0], whole[0][0])
+    whole.set_epoch(1)
+    np.testing.assert_array_equal(whole[0][0], next_epoch[0][0])
 
 
 def test_global_batches_cut_the_last_batch_to_a_multiple():
     x = np.arange(21)
-    batches = distribute.GlobalBatches(x, x, 8, shard=(1, 2), last_multiple=4)
+    batches = pipeline.EpochBatches(x, x, 8, shard=(1, 2), last_multiple=4)
     assert len(batches) == 3
     np.testing.assert_array_equal(batches[0][0], np.arange(4, 8))  # no seed: in order
     np.testing.assert_array_equal(batches[2][0], np.arange(18, 20))  # 5 left: 4 kept
@@ -278,4 +284,4 @@ def test_more_devices_than_the_started_backend_has_is_one_line():
 def test_batch_size_must_divide_among_the_replicas(monkeypatch):
     monkeypatch.setattr(distribute, "_active", distribute.Replicas(count=2))
     with pytest.raises(ZooError, match="divisible by the 2 data-parallel replicas"):
-        distribute.fit_inputs(load_dataset("digits"), 33, seed=0, epoch=0)
+        pipeline.training_inputs(load_dataset("digits"), 33, seed=0)

@@ -3,7 +3,6 @@ its last checkpoint to the result of an uninterrupted run."""
 
 import dataclasses
 import json
-import os
 import random
 import signal
 import subprocess
@@ -153,17 +152,6 @@ def test_a_crash_while_checkpointing_leaves_the_previous_checkpoint(tmp_path, mo
         np.testing.assert_array_equal(got, want)
 
 
-def test_resuming_with_other_settings_is_refused(tmp_path):
-    training.fit("mlp", "digits", epochs=1, output_dir=str(tmp_path), verbose=0)
-    os.remove(tmp_path / "metrics.json")  # as if killed before finishing
-    config = training.FitConfig(epochs=2, output_dir=str(tmp_path), learning_rate=0.1)
-    checkpoints.save(
-        tmp_path, zoo.load_model(tmp_path / "model.keras"), epoch=1, history={}, config=config
-    )
-    with pytest.raises(ZooError, match=r"interrupted run with other settings \(learning_rate\)"):
-        training.fit("mlp", "digits", epochs=2, output_dir=str(tmp_path), verbose=0)
-
-
 class _Interrupt(keras.callbacks.Callback):
     """Counts the epochs a `fit` runs, and stops it like a kill at the end of
     epoch index `at`, before that epoch's checkpoint."""
@@ -176,6 +164,14 @@ class _Interrupt(keras.callbacks.Callback):
         self.epochs += 1
         if epoch == self.at:
             raise KeyboardInterrupt
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    run = dict(epochs=2, output_dir=str(tmp_path), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit("mlp", "digits", learning_rate=0.1, keras_callbacks=[_Interrupt(at=1)], **run)
+    with pytest.raises(ZooError, match=r"interrupted run with other settings \(learning_rate\)"):
+        training.fit("mlp", "digits", **run)
 
 
 def test_overwrite_resumes_its_own_interrupted_run(tmp_path):

@@ -45,7 +45,7 @@ def replicas(devices):
         for device in [d for d in jax.devices() if d.process_index == process][:per_process]
     ]
     # Each process feeds its own slice of every global batch (see
-    # GlobalBatches), so Keras must not shard the data again.
+    # training.pipeline.EpochBatches), so Keras must not shard the data again.
     distribution = keras.distribution.DataParallel(devices=chosen, auto_shard_dataset=False)
     previous = keras.distribution.distribution()
     keras.distribution.set_distribution(distribution)

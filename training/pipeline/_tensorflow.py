@@ -1,0 +1,48 @@
+"""TensorFlow's fast path: arrays as a `tf.data.Dataset`.
+
+From numpy arrays, Keras' pipeline gathers each batch by index on threads
+that compete with the step for the cores (`simple_cnn`: 0.77 → 0.81 of the
+native loop read from a `tf.data.Dataset`, in alternating A/B runs).
+"""
+
+import tensorflow as tf
+
+from training import pipeline
+
+
+class EpochDataset:
+    """The batches of `(x, y)` in an epoch's order, as a `tf.data.Dataset`.
+
+    Keras iterates `dataset` afresh each epoch; each iteration gathers the
+    arrays in the order `set_epoch` last set, `epoch_order(seed, epoch)`, and
+    cuts them into batches, the last one partial. The batches end with the
+    epoch, so TensorFlow's compiled multi-step loop (`steps_per_execution`)
+    stops there as it does at the end of an epoch's arrays.
+    """
+
+    def __init__(self, x, y, batch_size, *, seed, epoch=0):
+        self.seed, self.size, self.batch_size = seed, len(x), batch_size
+        with tf.device("/cpu:0"):
+            self._samples = (tf.convert_to_tensor(x), tf.convert_to_tensor(y))
+            self._order = tf.Variable(
+                pipeline.epoch_order(seed, epoch, self.size), trainable=False, name="epoch_order"
+            )
+
+        def gather(_):
+            ordered = tuple(tf.gather(samples, self._order) for samples in self._samples)
+            return tf.data.Dataset.from_tensor_slices(ordered).batch(batch_size)
+
+        # One element per iteration, read when Keras starts the epoch.
+        self.dataset = tf.data.Dataset.from_tensors(0).flat_map(gather)
+        self.dataset = self.dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+
+    def set_epoch(self, epoch) -> None:
+        self._order.assign(pipeline.epoch_order(self.seed, epoch, self.size))
+
+    def __len__(self):
+        return -(-self.size // self.batch_size)
+
+
+def batches(x, batch_size) -> tf.data.Dataset:
+    """`x`'s batches in order, for `model.predict`."""
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
