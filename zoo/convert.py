@@ -227,27 +227,26 @@ def _checked_state(state, path) -> dict[str, np.ndarray]:
 
 
 def save_state_dict(state, path) -> None:
-    """Writes `{name: array}` as a peer reads it, atomically.
+    """Writes `{name: array}` as a peer reads it, atomically, without torch.
 
     Args:
         state: names to NumPy arrays, in the peer's layout.
-        path: a `.safetensors` file (needs no torch), or a `.pth`, `.pt` or
-            `.bin` file written with `torch.save` (needs torch).
+        path: a `.safetensors` file, or a `.pth` (`.pt`, `.bin`) file laid
+            out as `torch.save` writes one, which `torch.load(...,
+            weights_only=True)` reads.
     """
     path = os.fspath(path)
     _check_output_path(path)
-    # C order, as both writers need (np.ascontiguousarray would make scalars 1-d).
+    # C order, as both formats need (np.ascontiguousarray would make scalars 1-d).
     state = {key: np.asarray(array, order="C") for key, array in state.items()}
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import save_file
+    with saving.atomic_path(path) as tmp:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import save_file
 
-        with saving.atomic_path(path) as tmp:
             # "format": "pt" is what Hugging Face's and timm's writers record.
             save_file(state, tmp, metadata={"format": "pt"})
-        return
-    torch = _torch_for(path)
-    with saving.atomic_path(path) as tmp:
-        torch.save({key: torch.from_numpy(array) for key, array in state.items()}, tmp)
+        else:
+            _torch_save(state, tmp)
 
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -257,21 +256,56 @@ def _check_output_path(path):
     if not path.endswith((".safetensors", *_TORCH_SUFFIXES)):
         raise ZooError(
             f"Expected a path ending in .safetensors, or {', '.join(_TORCH_SUFFIXES)} for "
-            f"torch.save. Received: path={path!r}"
+            f"torch.save's format. Received: path={path!r}"
         )
-    if path.endswith(_TORCH_SUFFIXES):
-        _torch_for(path)
 
 
-def _torch_for(path):
-    try:
-        import torch
-    except ImportError:
-        raise ZooError(
-            f"Writing {path!r} needs torch (torch.save), which is not installed. "
-            "Expected a .safetensors path, which needs no torch, or torch installed"
-        ) from None
-    return torch
+_STORAGE_NAMES = {np.dtype(dtype): name for name, dtype in _STORAGE_DTYPES.items()}
+
+
+def _torch_save(state, path):
+    """Writes what `torch.save(state_dict)` writes (format version 3): a zip
+    of one little-endian record per tensor and a protocol-2 pickle of an
+    `OrderedDict` of `torch._utils._rebuild_tensor_v2(storage, 0, size,
+    stride, False, OrderedDict())`, each storage a persistent id `("storage",
+    torch.<Type>Storage, key, "cpu", elements)`: exactly what the reader above
+    admits, and no more."""
+
+    def text(value):
+        data = value.encode()
+        return pickle.BINUNICODE + len(data).to_bytes(4, "little") + data
+
+    def integer(value):
+        data = value.to_bytes(value.bit_length() // 8 + 1, "little", signed=True)
+        return pickle.LONG1 + bytes([len(data)]) + data
+
+    def ints(values):
+        return pickle.MARK + b"".join(map(integer, values)) + pickle.TUPLE
+
+    def name(module, attribute):
+        return pickle.GLOBAL + f"{module}\n{attribute}\n".encode()
+
+    ordered_dict = name("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE
+    pickled = [pickle.PROTO + b"\x02", ordered_dict, pickle.MARK]
+    records = {}
+    for index, (key, array) in enumerate(state.items()):
+        dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
+        if dtype not in _STORAGE_NAMES:
+            raise ZooError(f"Expected numeric arrays. Received: {key!r} of dtype {array.dtype}")
+        records[str(index)] = array.astype(dtype).tobytes()
+        storage = pickle.MARK + text("storage") + name("torch", _STORAGE_NAMES[dtype])
+        storage += text(str(index)) + text("cpu") + integer(array.size) + pickle.TUPLE
+        strides = [s // array.itemsize for s in array.strides]
+        pickled += [text(key), name("torch._utils", "_rebuild_tensor_v2"), pickle.MARK]
+        pickled += [storage, pickle.BINPERSID, integer(0), ints(array.shape), ints(strides)]
+        pickled += [pickle.NEWFALSE, ordered_dict, pickle.TUPLE, pickle.REDUCE]
+    pickled += [pickle.SETITEMS, pickle.STOP]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", b"".join(pickled))
+        archive.writestr("archive/byteorder", "little")
+        for key, data in records.items():
+            archive.writestr(f"archive/data/{key}", data)
+        archive.writestr("archive/version", "3\n")
 
 
 # === How each peer names and lays out a zoo layer's weights ===
@@ -578,8 +612,8 @@ def to_torchvision(model, path) -> None:
 
     Args:
         model: a zoo `resnet18`, `resnet34`, `resnet50` or `mobilenet_v2`.
-        path: a `.safetensors` file, or `.pth` (`.pt`, `.bin`) for
-            `torch.save`, which needs torch.
+        path: a `.safetensors` file, or a `.pth` (`.pt`, `.bin`) file in
+            `torch.save`'s format; neither needs torch.
 
     Example:
 
@@ -598,8 +632,8 @@ def to_timm(model, path) -> None:
 
     Args:
         model: a zoo `vit_tiny`.
-        path: a `.safetensors` file, or `.pth` (`.pt`, `.bin`) for
-            `torch.save`, which needs torch.
+        path: a `.safetensors` file, or a `.pth` (`.pt`, `.bin`) file in
+            `torch.save`'s format; neither needs torch.
 
     Example:
 
