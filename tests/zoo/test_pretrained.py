@@ -10,6 +10,7 @@ import pathlib
 import re
 import threading
 import time
+import urllib.parse
 
 import keras
 import numpy as np
@@ -85,7 +86,7 @@ def publish(server, model, peer, tmp_path, tag="TEST", **changes):
         architecture=architecture,
         **changes,
     )
-    server.files[pretrained.urllib.parse.urlsplit(url).path] = data
+    server.files[urllib.parse.urlsplit(url).path] = data
     pretrained.WEIGHTS[name] = (entry, *pretrained.WEIGHTS[name])
     return entry
 
@@ -176,7 +177,7 @@ def test_an_interrupted_download_is_one_line_and_leaves_nothing(server, table, s
     server.mode = "normal"  # and the next try downloads it whole
     assert (
         pathlib.Path(pretrained.download(entry)).read_bytes()
-        == server.files[pretrained.urllib.parse.urlsplit(entry.url).path]
+        == server.files[urllib.parse.urlsplit(entry.url).path]
     )
 
 
