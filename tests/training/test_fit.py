@@ -165,11 +165,26 @@ def test_a_compiled_keras_model_is_trained_as_compiled():
     assert result.model is model and "test_top3" in result.metrics
 
 
-def test_tensorboard_writes_event_files(tmp_path):
-    training.fit("mlp", "digits", epochs=1, output_dir=str(tmp_path), tensorboard=True, verbose=0)
-    for split in ("train", "validation"):
-        files = os.listdir(tmp_path / "tensorboard" / split)
-        assert any(name.startswith("events.out.tfevents") for name in files), files
+def test_tensorboard_writes_one_event_file_per_split_per_run(tmp_path):
+    def event_files():
+        return {
+            split: [
+                name
+                for name in os.listdir(tmp_path / "tensorboard" / split)
+                if name.startswith("events.out.tfevents")
+            ]
+            for split in ("train", "validation")
+        }
+
+    run = dict(output_dir=str(tmp_path), tensorboard=True, verbose=0)
+    training.fit("mlp", "digits", epochs=2, **run)
+    first = event_files()
+    assert all(len(names) == 1 for names in first.values()), first
+    # A run replacing a finished one clears its logs.
+    training.fit("mlp", "digits", epochs=1, overwrite=True, **run)
+    second = event_files()
+    assert all(len(names) == 1 for names in second.values()), second
+    assert second["train"] != first["train"]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from runs import interrupt
 
 import training
 import zoo
@@ -152,24 +153,10 @@ def test_a_crash_while_checkpointing_leaves_the_previous_checkpoint(tmp_path, mo
         np.testing.assert_array_equal(got, want)
 
 
-class _Interrupt(keras.callbacks.Callback):
-    """Counts the epochs a `fit` runs, and stops it like a kill at the end of
-    epoch index `at`, before that epoch's checkpoint."""
-
-    def __init__(self, at=None):
-        super().__init__()
-        self.at, self.epochs = at, 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs += 1
-        if epoch == self.at:
-            raise KeyboardInterrupt
-
-
 def test_resuming_with_other_settings_is_refused(tmp_path):
     run = dict(epochs=2, output_dir=str(tmp_path), verbose=0)
     with pytest.raises(KeyboardInterrupt):
-        training.fit("mlp", "digits", learning_rate=0.1, keras_callbacks=[_Interrupt(at=1)], **run)
+        training.fit("mlp", "digits", learning_rate=0.1, keras_callbacks=[interrupt(at=1)], **run)
     with pytest.raises(ZooError, match=r"interrupted run with other settings \(learning_rate\)"):
         training.fit("mlp", "digits", **run)
 
@@ -179,13 +166,13 @@ def test_overwrite_resumes_its_own_interrupted_run(tmp_path):
     training.fit("mlp", "digits", **{**run, "epochs": 1})
     finished = (tmp_path / "metrics.json").read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        training.fit("mlp", "digits", overwrite=True, keras_callbacks=[_Interrupt(at=1)], **run)
+        training.fit("mlp", "digits", overwrite=True, keras_callbacks=[interrupt(at=1)], **run)
     # The finished run's files stay until the run replacing it finishes.
     assert (tmp_path / "metrics.json").read_bytes() == finished
     with pytest.raises(ZooError, match=r"interrupted run with other settings \(seed\)"):
         training.fit("mlp", "digits", seed=1, **run)
 
-    counter = _Interrupt()
+    counter = interrupt()
     result = training.fit("mlp", "digits", overwrite=True, keras_callbacks=[counter], **run)
     assert counter.epochs == 2  # epochs 2 and 3: the same command resumed
     assert len(result.history["loss"]) == 3
