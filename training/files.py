@@ -82,7 +82,7 @@ class ImageFiles:
         return images if dtype is None else images.astype(dtype)
 
 
-def read_image_folder(root, *, image_size=None, max_in_memory_bytes=MAX_IN_MEMORY_BYTES):
+def read_image_folder(root, *, image_size=None, max_in_memory_bytes=None):
     """Reads a folder of class subfolders of images.
 
     Args:
@@ -91,7 +91,8 @@ def read_image_folder(root, *, image_size=None, max_in_memory_bytes=MAX_IN_MEMOR
         image_size: the side images are resized to. Defaults to `None`: the
             images' own size, which must then be the same for all.
         max_in_memory_bytes: the decoded size up to which the images are read
-            into one array; above it they stay an `ImageFiles`.
+            into one array; above it they stay an `ImageFiles`. Defaults to
+            `None`: `MAX_IN_MEMORY_BYTES`.
 
     Returns:
         `(x, y, classes, fingerprint)`: the images (an array or an
@@ -123,7 +124,8 @@ def read_image_folder(root, *, image_size=None, max_in_memory_bytes=MAX_IN_MEMOR
         labels += [label] * len(files)
     size, channels = _common_size_and_channels(paths, image_size, root)
     images = ImageFiles(paths, size, channels)
-    x = images.decode() if images.nbytes <= max_in_memory_bytes else images
+    bound = MAX_IN_MEMORY_BYTES if max_in_memory_bytes is None else max_in_memory_bytes
+    x = images.decode() if images.nbytes <= bound else images
     return x, np.asarray(labels, dtype="int32"), classes, _folder_fingerprint(root, paths)
 
 
