@@ -78,10 +78,7 @@ def export(model_path, format, output, overwrite=False) -> str:
     """
     output = os.fspath(output)
     check_supported(format)
-    if format == "torch" and not output.endswith(".pt2"):
-        raise ZooError(
-            f"Expected an output path ending in .pt2 for format 'torch'. Received: {output!r}"
-        )
+    _check_suffix(format, output)
     if os.path.lexists(output) and not overwrite:
         raise ZooError(
             f"Expected a new output path; {output!r} exists (pass overwrite=True, --overwrite)"
@@ -99,6 +96,25 @@ def export(model_path, format, output, overwrite=False) -> str:
             ) from exc
         _verify(model, format, staging_path)
     return output
+
+
+# What an artifact's name ends in, per format; a SavedModel is a directory,
+# whose name must not claim another format.
+SUFFIXES = {"onnx": ".onnx", "torch": ".pt2"}
+
+
+def _check_suffix(format, output):
+    suffix = os.path.splitext(output.rstrip(os.sep))[1]
+    if format in SUFFIXES and suffix != SUFFIXES[format]:
+        raise ZooError(
+            f"Expected an output path ending in {SUFFIXES[format]} for format {format!r}. "
+            f"Received: {output!r}"
+        )
+    if format == "tf_saved_model" and suffix in (*SUFFIXES.values(), ".keras", ".h5"):
+        raise ZooError(
+            "Expected a directory name without a file suffix for format 'tf_saved_model' "
+            f"(a SavedModel is a directory). Received: {output!r}"
+        )
 
 
 def check_supported(format) -> None:

@@ -225,6 +225,22 @@ def test_the_torch_format_needs_a_pt2_path(tmp_path):
         export(tmp_path / "mlp.keras", "torch", tmp_path / "model.pth")
 
 
+@pytest.mark.parametrize(
+    "format, output, expected",
+    [
+        ("onnx", "m.pt2", "ending in .onnx for format 'onnx'"),
+        ("torch", "m.onnx", "ending in .pt2 for format 'torch'"),
+        ("tf_saved_model", "m.onnx", "a directory name without a file suffix"),
+    ],
+)
+def test_an_output_named_for_another_format_is_refused(format, output, expected, tmp_path):
+    if not _supported(format):
+        pytest.skip(f"{format} is not written on {BACKEND} here")
+    with pytest.raises(zoo.ZooError, match=expected):
+        export(tmp_path / "mlp.keras", format, tmp_path / output)
+    assert not os.listdir(tmp_path)
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="channels_first convolutions run on torch")
 @pytest.mark.parametrize("format", ["onnx", "torch"])
 def test_a_channels_first_model_exports(format, tmp_path):
