@@ -110,3 +110,15 @@ def test_weights_written_on_every_backend_load_strictly_in_the_peers(worked):
     assert sorted(reloaded) == sorted(f"{b}/{n}" for b in BACKENDS for n in PORTED)
     for key, logits in reloaded.items():
         assert_logits_match(logits, reference[key.split("/")[1]], key)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_training_on_another_backend_does_not_start_tensorflow(backend):
+    """TensorFlow installed beside the backend takes seconds to start and
+    prints its log lines; a run that uses no tf.data pipeline does not start it."""
+    script = (
+        "import sys, training\n"
+        "training.fit('mlp', 'digits', epochs=1, verbose=0)\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    run(backend, "-c", script)

@@ -3,6 +3,7 @@ kernels. Backend-specific flags live here."""
 
 import base64
 import os
+import sys
 
 import keras
 import numpy as np
@@ -17,7 +18,30 @@ def seed_everything(seed: int) -> None:
     Args:
         seed: any non-negative int.
     """
-    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)  # also seeds tf.data's shuffles
+        return
+    # Keras' set_random_seed imports TensorFlow where it is installed, to seed
+    # tf.data: seconds of start-up and its log lines in a torch or JAX process
+    # that has no tf.data pipeline. It is told TensorFlow is not there.
+    from keras.src.utils import module_utils, rng_utils
+
+    lazy = getattr(rng_utils, "tf", None)
+    if not isinstance(lazy, module_utils.LazyModule):  # not the Keras this was written for
+        keras.utils.set_random_seed(seed)
+        return
+    rng_utils.tf = _NOT_INSTALLED
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        rng_utils.tf = lazy
+
+
+class _NotInstalled:
+    available = False
+
+
+_NOT_INSTALLED = _NotInstalled()
 
 
 def global_rng_state() -> list[str] | None:
