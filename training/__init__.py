@@ -3,6 +3,8 @@
 
 Importing `training` does not import keras, so a backend can still be chosen
 with `training.backends.select(name)` first; the names below load on first use.
+With neither chosen nor `KERAS_BACKEND` set, that is `backends.default()`:
+Keras' configured backend where it is installed, else an installed one.
 
 >>> import training
 >>> result = training.fit("simple_cnn", "digits", epochs=2)
@@ -10,6 +12,8 @@ with `training.backends.select(name)` first; the names below load on first use.
 """
 
 import importlib
+import os
+import sys
 
 _EXPORTS = {
     "fit": "training.loop",
@@ -28,4 +32,10 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'training' has no attribute {name!r}")
+    if "keras" not in sys.modules and not os.environ.get("KERAS_BACKEND"):
+        # Keras would start the backend its keras.json names, TensorFlow by
+        # default, even where only another one is installed.
+        from training import backends
+
+        backends.select()
     return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,12 +1,23 @@
-"""Choosing the Keras backend. Keras reads `KERAS_BACKEND` once, when it is first
-imported, so nothing here imports keras."""
+"""Choosing the Keras backend, and starting its framework quietly. Keras reads
+`KERAS_BACKEND` once, when it is first imported, so nothing here imports keras."""
 
+import contextlib
 import importlib.util
+import json
 import os
 import sys
+import tempfile
 
 BACKENDS = ("tensorflow", "torch", "jax")
 XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
+# Lines TensorFlow prints whenever it starts, before its own log level applies,
+# which say nothing about the run.
+STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+)
 
 
 def installed() -> list[str]:
@@ -14,15 +25,56 @@ def installed() -> list[str]:
     return [name for name in BACKENDS if importlib.util.find_spec(name) is not None]
 
 
+def default() -> tuple[str, str]:
+    """The backend to use where neither a flag nor `KERAS_BACKEND` names one,
+    and why: Keras' configured backend (its `keras.json`) where it is
+    installed, else the one installed backend, else the first installed of
+    `BACKENDS`.
+
+    Raises:
+        ValueError: no backend is installed.
+    """
+    available = installed()
+    configured, path = _configured()
+    if configured in available:
+        return configured, f"Keras' configured backend, in {path}"
+    if not available:
+        raise ValueError(
+            f"Expected an installed backend, one of {', '.join(BACKENDS)}; install one with "
+            "pip install 'keras-model-zoo[torch]' (or [tensorflow], [jax]). "
+            "Received: none installed"
+        )
+    not_there = f"; {configured!r} in {path} is not installed" if configured else ""
+    if len(available) == 1:
+        return available[0], f"the only one installed{not_there}"
+    return available[0], f"the first installed of {', '.join(available)}{not_there}"
+
+
+def _configured() -> tuple[str | None, str]:
+    """The backend Keras' `keras.json` names, and the file's path; where
+    Keras looks: `$KERAS_HOME`, else `~/.keras`, else `/tmp/.keras`."""
+    home = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
+    if "KERAS_HOME" not in os.environ and not os.access(home, os.W_OK):
+        home = os.path.join("/tmp", ".keras")
+    path = os.path.join(home, "keras.json")
+    try:
+        with open(path) as f:
+            backend = json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None, path
+    return (backend if isinstance(backend, str) else None), path
+
+
 def select(name: str | None = None) -> str:
-    """Makes `name` (or else `$KERAS_BACKEND`) the backend Keras will use.
+    """Makes `name` (or else `$KERAS_BACKEND`, or else `default()`) the
+    backend Keras will use.
 
     Must run before keras is first imported; afterwards it only confirms that the
     active backend is the one asked for.
 
     Args:
-        name: one of `BACKENDS`, or `None` for `$KERAS_BACKEND`, defaulting to
-            Keras' own default, `"tensorflow"`.
+        name: one of `BACKENDS`, or `None` for `$KERAS_BACKEND`, else the
+            `default()`.
 
     Returns:
         The backend name.
@@ -32,7 +84,7 @@ def select(name: str | None = None) -> str:
             already running another one.
     """
     source = "backend" if name else "KERAS_BACKEND"
-    name = name or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    name = name or os.environ.get("KERAS_BACKEND") or default()[0]
     if name not in BACKENDS:
         raise ValueError(
             f"Expected a backend from {', '.join(BACKENDS)}. Received: {source}={name!r}"
@@ -64,6 +116,41 @@ def startup_environment(name: str) -> dict[str, str]:
     """
     wanted = {"tensorflow": {"TF_ENABLE_ONEDNN_OPTS": "1"}}.get(name, {})
     return {key: os.environ.get(key, value) for key, value in wanted.items()}
+
+
+@contextlib.contextmanager
+def quiet_startup():
+    """Starts the framework of the enclosed first `import keras` without the
+    lines TensorFlow prints whenever it starts (absl's, oneDNN's, its CPU
+    features), and with TensorFlow's INFO log off (`TF_CPP_MIN_LOG_LEVEL=1`).
+
+    Every other line the block writes to stderr is passed on, warnings and
+    errors included. Where the user set `TF_CPP_MIN_LOG_LEVEL` (`0` shows
+    everything), nothing is hidden.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        # TensorFlow writes from C++, to file descriptor 2 itself.
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _is_noise(line)))
+            sys.stderr.flush()
+
+
+def _is_noise(line):
+    return any(noise in line for noise in STARTUP_NOISE)
 
 
 def deterministic_environment() -> dict[str, str]:

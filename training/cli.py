@@ -29,11 +29,25 @@ DISTRIBUTE_MODES = ("data",)
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        return 130
+
+
+def _run(args, argv):
     if args.command is _bench:  # measures each backend in a process of its own
         return _bench(args)
     try:
         if args.backend == "auto" and args.command is _fit:
             args.backend = _auto_backend(args)
+        if not args.backend and not os.environ.get("KERAS_BACKEND"):
+            args.backend, reason = backends.default()
+            print(
+                f"Backend: {args.backend} ({reason}); choose one with --backend or KERAS_BACKEND",
+                file=sys.stderr,
+            )
         backend = backends.select(args.backend)
     except ValueError as exc:
         return _fail(exc)
@@ -42,7 +56,8 @@ def main(argv=None) -> int:
         os.environ.update(backends.deterministic_environment())
     if _needs_torchrun(args, backend):
         return _torchrun(args.devices, sys.argv[1:] if argv is None else argv)
-    from zoo import ZooError
+    with backends.quiet_startup():
+        from zoo import ZooError  # imports keras, which starts the backend's framework
 
     try:
         return args.command(args)
@@ -50,10 +65,37 @@ def main(argv=None) -> int:
         return _fail(exc)
 
 
+def _interrupted(args):
+    """What to say on Ctrl-C: for `fit`, how to resume."""
+    if getattr(args, "command", None) is not _fit:
+        return "Interrupted"
+    pointer = os.path.join(_output_dir(args), "checkpoint", "latest.json")
+    try:
+        with open(pointer) as f:
+            epoch = json.load(f)["epoch"]
+    except (OSError, ValueError, KeyError):
+        return "Interrupted before the first checkpoint: the same command starts the run over"
+    return (
+        f"Interrupted: run the same command again to resume from the checkpoint after epoch "
+        f"{epoch} in {_output_dir(args)}"
+    )
+
+
+def _output_dir(args):
+    """`--output-dir`, else `runs/MODEL-DATASET`, named by files' stems for paths."""
+    if args.output_dir:
+        return args.output_dir
+
+    def stem(name):
+        return os.path.splitext(os.path.basename(os.path.normpath(name)))[0]
+
+    return os.path.join("runs", f"{stem(args.model)}-{stem(args.dataset)}")
+
+
 def _fit(args):
     import training
 
-    output_dir = args.output_dir or os.path.join("runs", f"{args.model}-{args.dataset}")
+    output_dir = _output_dir(args)
     result = training.fit(
         args.model,
         args.dataset,
@@ -131,7 +173,7 @@ def _evaluate(args):
     import training
 
     metrics = training.evaluate(
-        args.model_path, args.dataset, batch_size=args.batch_size, seed=args.seed
+        args.model_path, args.dataset, batch_size=args.batch_size, **_split_options(args)
     )
     print(json.dumps(metrics))
     return 0
@@ -154,7 +196,9 @@ def _predict(args):
             ) from exc
     else:
         x = args.dataset
-    predictions = training.predict(args.model_path, x, batch_size=args.batch_size)
+    predictions = training.predict(
+        args.model_path, x, batch_size=args.batch_size, **_split_options(args)
+    )
     if args.output:
         from training.outputs import atomic_path
 
@@ -229,6 +273,35 @@ def _verbosity(text):
     return text if text == "auto" else int(text)
 
 
+def _split_options(args):
+    return dict(
+        seed=args.seed,
+        image_size=args.image_size,
+        allow_training_data=args.allow_training_data,
+    )
+
+
+def _add_split_flags(command):
+    """The flags that say how to split a data set into the model's test split."""
+    command.add_argument(
+        "--seed",
+        type=int,
+        help="the split seed (default: the run's, from the config.json beside the model, else 0)",
+    )
+    command.add_argument(
+        "--image-size",
+        type=int,
+        help="the side an image folder's images are resized to (default: the run's, else "
+        "their own size)",
+    )
+    command.add_argument(
+        "--allow-training-data",
+        action="store_true",
+        help="test on a split that may hold samples the model trained on: the run's data "
+        "with another --seed, or its files changed since",
+    )
+
+
 def _fail(exc) -> int:
     print(f"error: {exc}", file=sys.stderr)
     return 2
@@ -249,8 +322,17 @@ def _parser():
 
     fit = commands.add_parser("fit", parents=[common], help="train a model and test it")
     fit.set_defaults(command=_fit)
-    fit.add_argument("--model", default="simple_cnn", help="zoo model name (default: %(default)s)")
-    fit.add_argument("--dataset", default="digits", help="data set name (default: %(default)s)")
+    fit.add_argument(
+        "--model",
+        default="simple_cnn",
+        help="zoo model name, or a .keras file to train further (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--dataset",
+        default="digits",
+        help="data set name, folder of class subfolders of images, or .npz file "
+        "(default: %(default)s)",
+    )
     fit.add_argument(
         "--epochs", type=int, default=FIT_DEFAULTS["epochs"], help="(default: %(default)s)"
     )
@@ -323,24 +405,27 @@ def _parser():
     evaluate.set_defaults(command=_evaluate)
     evaluate.add_argument("--model-path", required=True, help="a .keras file")
     evaluate.add_argument(
-        "--dataset", default="digits", help="data set name (default: %(default)s)"
+        "--dataset",
+        help="data set name, image folder or .npz file (default: the run's, from the "
+        "config.json beside the model, else digits)",
     )
     evaluate.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    evaluate.add_argument(
-        "--seed", type=int, default=0, help="the split seed used in training (default: %(default)s)"
-    )
+    _add_split_flags(evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="run a saved model on inputs")
     predict.set_defaults(command=_predict)
     predict.add_argument("--model-path", required=True, help="a .keras file")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="a .npy array of inputs")
-    source.add_argument("--dataset", help="predict this data set's test split")
+    source.add_argument(
+        "--dataset", help="predict this data set's test split (name, image folder or .npz file)"
+    )
     predict.add_argument(
         "--output", help="write predictions to this .npy file (default: print JSON)"
     )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     predict.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    _add_split_flags(predict)
 
     export = commands.add_parser(
         "export", parents=[common], help="write a saved model as ONNX, a SavedModel or a .pt2"

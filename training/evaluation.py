@@ -85,6 +85,7 @@ def evaluate(
     data = _load(split, allow_training_data)
     _check_inputs(net, data.x_test, data.name)
     _check_targets(net, data)
+    _say(split.note)
     data = _match_targets(net, data)
     if not net.compiled:
         compile_for_task(net, None if isinstance(net, CustomStepModel) else data.task, "adam")
@@ -129,6 +130,8 @@ def predict(
         )
         data = _load(split, allow_training_data)
         x, name = data.x_test, data.name
+        _check_inputs(net, x, name)
+        _say(split.note)
     else:
         x, name = np.asarray(x), "inputs"
         if x.dtype.kind not in "biuf":
@@ -209,9 +212,12 @@ def _load(split, allow):
             "hold samples the model trained on. Pass allow_training_data=True "
             "(--allow-training-data) to score it anyway"
         )
-    if split.note:
-        print(split.note, file=sys.stderr)
     return data
+
+
+def _say(note):
+    if note:
+        print(note, file=sys.stderr)
 
 
 def _check_seed(seed, run, dataset, where, allow):
@@ -266,6 +272,6 @@ def _check_targets(net, data):
         what = "float targets" if data.num_classes is None else f"{data.num_classes} classes"
         raise ZooError(
             f"Model {net.name!r} has outputs of shape {outputs}, which cannot be scored against "
-            f"{data.name!r}'s targets of shape {labels.shape[1:]} ({what}). Expected a data set "
-            "of the model's task"
+            f"the targets of {data.name!r} (of shape {labels.shape[1:]}, {what}). Expected a "
+            "data set of the model's task"
         )

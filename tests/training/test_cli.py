@@ -254,3 +254,125 @@ def test_a_lambda_model_is_refused_in_a_fresh_process(trained, tmp_path, monkeyp
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: Refusing {str(path)!r}")
     assert not sentinel.exists()
+
+
+def test_evaluate_takes_the_run_s_settings_and_says_so(trained, capsys):
+    model_path = str(trained / "model.keras")
+    assert cli.main(["evaluate", "--model-path", model_path]) == 0
+    out, err = capsys.readouterr()
+    assert err == (
+        f"Using the run's settings in {trained / 'config.json'}: data set 'digits', seed 0\n"
+    )
+    assert json.loads(out) == pytest.approx(json.loads((trained / "metrics.json").read_text()))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["evaluate", "--seed", "5"],
+            "error: Refusing to test on 'digits' split with seed 5: the model trained on it split "
+            "with seed 0",
+        ),
+        (
+            ["evaluate", "--dataset", "digits_segmentation"],
+            "error: Model 'mlp' has outputs of shape (None, 10), which cannot be scored against "
+            "the targets of 'digits_segmentation' (of shape (8, 8), 11 classes)",
+        ),
+        (
+            ["predict", "--dataset", "digits", "--batch-size", "0"],
+            "error: Expected batch_size to be a positive int. Received: batch_size=0",
+        ),
+        (["predict", "--dataset", "digits", "--batch-size", "-5"], "batch_size=-5"),
+        (["predict", "--input", "EMPTY"], "error: Expected at least one input sample"),
+    ],
+)
+def test_a_mistake_with_a_saved_model_is_one_line_and_exit_2(
+    args, message, trained, tmp_path, capsys
+):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8, 1), "float32"))
+    args = [str(tmp_path / "empty.npy") if a == "EMPTY" else a for a in args]
+    assert cli.main([args[0], "--model-path", str(trained / "model.keras"), *args[1:]]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and err.count("\n") == 1, err
+
+
+def test_allow_training_data_scores_another_split(trained, capsys):
+    args = ["evaluate", "--model-path", str(trained / "model.keras"), "--seed", "5"]
+    assert cli.main([*args, "--allow-training-data"]) == 0
+    assert "seed 5" in capsys.readouterr().err
+
+
+def test_fit_continues_a_saved_model_and_records_it(trained, tmp_path):
+    model_path = str(trained / "model.keras")
+    args = ["fit", "--model", model_path, "--epochs", "1", "--verbose", "0"]
+    assert cli.main([*args, "--output-dir", str(tmp_path)]) == 0
+    before = zoo.load_model(model_path).optimizer.iterations
+    after = zoo.load_model(tmp_path / "model.keras").optimizer.iterations
+    assert int(after) == int(before) * 3 // 2  # one epoch on top of two, same optimizer
+    source = json.loads((tmp_path / "config.json").read_text())["model_source"]
+    assert source["path"] == model_path and len(source["sha256"]) == 64
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import training.loop
+
+    def killed(model, dataset, output_dir, **options):
+        (tmp_path / "checkpoint").mkdir()
+        (tmp_path / "checkpoint" / "latest.json").write_text('{"epoch": 3}')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.loop, "fit", killed)
+    assert cli.main(["fit", "--output-dir", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == (
+        "Interrupted: run the same command again to resume from the checkpoint after epoch 3 "
+        f"in {tmp_path}\n"
+    )
+
+
+def test_an_image_folder_trains_from_the_cli_and_evaluates_with_its_run(tmp_path, capsys):
+    from images import image_folder
+
+    folder = image_folder(tmp_path / "photos", per_class=6, size=8)
+    run = tmp_path / "run"
+    fit = ["fit", "--model", "mlp", "--dataset", str(folder), "--batch-size", "4"]
+    assert cli.main([*fit, "--epochs", "1", "--verbose", "0", "--output-dir", str(run)]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model-path", str(run / "model.keras")]
+    assert cli.main(evaluate) == 0
+    assert f"data set {str(folder)!r}, seed 0" in capsys.readouterr().err
+    (folder / "owl" / "1.png").rename(folder / "owl" / "renamed.png")
+    assert cli.main(evaluate) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Refusing to test on {str(folder)!r}: it has changed since")
+    assert err.count("\n") == 1
+
+
+def test_with_keras_backend_unset_the_installed_backend_is_used_quietly(tmp_path):
+    """In a fresh process with only this backend's framework, as nox installs
+    it: Keras' keras.json names another (TensorFlow, Keras' own default), and
+    nothing is printed but the choice and the models."""
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "list", "mlp"],
+        capture_output=True,
+        text=True,
+        env={**env, "KERAS_HOME": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout == "mlp\n", result.stderr
+    from training import backends
+
+    installed = backends.installed()
+    expected = (
+        "Keras' configured backend"
+        if "tensorflow" in installed
+        else "the only one installed; 'tensorflow' in"
+        if len(installed) == 1
+        else "the first installed"
+    )
+    assert result.stderr.startswith(f"Backend: {installed[0]} ({expected}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # no framework start-up lines

@@ -214,6 +214,13 @@ def test_tensorboard_writes_one_event_file_per_split_per_run(tmp_path):
         ("mlpp", "digits", {}, "Unknown model 'mlpp'. Did you mean 'mlp'"),
         ("mlp", {"x": 1}, {}, "Received: dataset of type dict"),
         (
+            "mlp",
+            (np.zeros((20, 3)), np.array(["cat", "dog"] * 10)),
+            {},
+            r"Expected numeric targets.* Received: arrays targets of dtype <U3",
+        ),
+        ("mlp", "digits", {"image_size": 0}, "image_size to be a positive int"),
+        (
             zoo.create_model("mlp", input_shape=(28, 28, 1)),
             "digits",
             {},
