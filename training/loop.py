@@ -143,7 +143,7 @@ def fit(
     if config.distribute and distribute.active() is None:
         # The whole run happens on the replicas: the model is built, compiled,
         # trained and tested there.
-        _check_distributable(model)
+        _check_distributable(model, dataset)
         with distribute.data_parallel(config.devices):
             return fit(
                 model,
@@ -315,7 +315,13 @@ def _train_teacher(distiller, data, config):
     distiller.teacher_trained = True
 
 
-def _check_distributable(model):
+def _check_distributable(model, dataset):
+    if pipeline.is_stream(dataset):
+        raise ZooError(
+            "Expected a data set or arrays for distribute='data', whose global batches are "
+            "split among the replicas. Received: a data pipeline of type "
+            f"{type(dataset).__name__}"
+        )
     if not isinstance(model, str):
         raise ZooError(
             "Expected a zoo model name for distribute='data', to build on the replicas. "

@@ -233,7 +233,7 @@ def training_inputs(data, batch_size, *, seed, epoch=0) -> Inputs:
     replicas can split.
     """
     if isinstance(data, Stream):
-        return _stream_inputs(data, seed)
+        return _stream_inputs(data, batch_size, seed)
     replicas = distribute.active()
     if replicas is not None and batch_size % replicas.count:
         raise ZooError(
@@ -267,16 +267,23 @@ def training_inputs(data, batch_size, *, seed, epoch=0) -> Inputs:
     return Inputs({**arguments, "x": batches}, [FollowEpochs([batches])], len(batches))
 
 
-def _stream_inputs(data, seed):
+def _stream_inputs(data, batch_size, seed):
     """A user's pipelines, as they are. Keras shuffles a `PyDataset`'s batches,
-    as `model.fit` does by default; the other kinds shuffle themselves."""
+    as `model.fit` does by default; the other kinds shuffle themselves.
+    Validation arrays are taken `batch_size` at a time."""
     shuffled = isinstance(data.train, keras.utils.PyDataset)
     validation = data.validation
     if isinstance(validation, list):
         validation = tuple(validation)
     steps = getattr(data.train, "num_batches", None) if shuffled else _length(data.train)
+    arrays = isinstance(validation, tuple)
     return Inputs(
-        dict(x=data.train, validation_data=validation, shuffle=shuffled),
+        dict(
+            x=data.train,
+            validation_data=validation,
+            validation_batch_size=batch_size if arrays else None,
+            shuffle=shuffled,
+        ),
         [SeededPythonRandom(seed)] if shuffled else [],
         steps,
     )

@@ -13,11 +13,11 @@ from training import pipeline
 class EpochDataset:
     """The batches of `(x, y)` in an epoch's order, as a `tf.data.Dataset`.
 
-    Keras iterates `dataset` afresh each epoch; each iteration gathers the
-    arrays in the order `set_epoch` last set, `epoch_order(seed, epoch)`, and
-    cuts them into batches, the last one partial. The batches end with the
-    epoch, so TensorFlow's compiled multi-step loop (`steps_per_execution`)
-    stops there as it does at the end of an epoch's arrays.
+    Keras iterates `dataset` afresh each epoch; each batch gathers its rows
+    of the arrays in the order `set_epoch` last set, `epoch_order(seed,
+    epoch)`, the last batch partial. The batches end with the epoch, so
+    TensorFlow's compiled multi-step loop (`steps_per_execution`) stops there
+    as it does at the end of an epoch's arrays.
     """
 
     def __init__(self, x, y, batch_size, *, seed, epoch=0):
@@ -28,13 +28,12 @@ class EpochDataset:
                 pipeline.epoch_order(seed, epoch, self.size), trainable=False, name="epoch_order"
             )
 
-        def gather(_):
-            ordered = tuple(tf.gather(samples, self._order) for samples in self._samples)
-            return tf.data.Dataset.from_tensor_slices(ordered).batch(batch_size)
+        def batch(index):
+            rows = self._order[index * batch_size : (index + 1) * batch_size]
+            return tuple(tf.gather(samples, rows) for samples in self._samples)
 
-        # One element per iteration, read when Keras starts the epoch.
-        self.dataset = tf.data.Dataset.from_tensors(0).flat_map(gather)
-        self.dataset = self.dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        # Each batch is gathered when read, in the order of the epoch Keras is in.
+        self.dataset = tf.data.Dataset.range(len(self)).map(batch)
 
     def set_epoch(self, epoch) -> None:
         self._order.assign(pipeline.epoch_order(self.seed, epoch, self.size))
