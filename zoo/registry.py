@@ -212,7 +212,8 @@ def model_arguments(name: str) -> dict:
 
 
 def model_family(name: str) -> str:
-    """Returns the family (the file under `zoo/`) of a registered model without building it."""
+    """Returns the family (the file under `zoo/models/`) of a registered model,
+    without building it."""
     return _entry(name).family
 
 

@@ -14,3 +14,14 @@ def test_every_registered_model_has_tiny_kwargs():
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_model(name, tmp_path):
     run_model_test(name, TINY_KWARGS[name], tmp_path)
+
+
+def test_families_keep_their_names_from_before_zoo_models():
+    import zoo.text
+    from zoo.text import generate
+
+    from zoo import resnet
+
+    assert zoo.text is zoo.models.text and resnet is zoo.models.resnet
+    assert generate is zoo.models.text.generate
+    assert {zoo.model_family(name) for name in zoo.list_models()} == set(zoo.models.__all__)

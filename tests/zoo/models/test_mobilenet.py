@@ -3,7 +3,7 @@ import pytest
 from data_format import assert_channels_first_matches, image_data_format
 
 import zoo
-from zoo.mobilenet import feature_maps, make_divisible
+from zoo.models.mobilenet import feature_maps, make_divisible
 
 
 def test_parameter_count_is_torchvision_s():

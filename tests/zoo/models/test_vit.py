@@ -4,7 +4,7 @@ import pytest
 from data_format import assert_channels_first_matches, image_data_format
 
 import zoo
-from zoo.vit import feature_maps
+from zoo.models.vit import feature_maps
 
 SMALL = {
     "input_shape": (16, 16, 3),

@@ -4,7 +4,7 @@ import pytest
 
 import training
 import zoo
-from zoo.unet import feature_maps
+from zoo.models.unet import feature_maps
 
 
 def test_output_keeps_the_input_resolution_and_features_are_named():

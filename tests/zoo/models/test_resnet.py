@@ -1,7 +1,7 @@
 import pytest
 
 import zoo
-from zoo.resnet import feature_maps
+from zoo.models.resnet import feature_maps
 
 
 @pytest.mark.parametrize(
