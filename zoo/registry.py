@@ -27,7 +27,7 @@ TASKS = (
     "language_modeling",
     # Per-pixel class logits.
     "segmentation",
-    # Subclassed models with a custom training step (training.steps):
+    # Subclassed models with a custom training step (zoo.steps):
     "generative",
     "distillation",
     "self_supervised",

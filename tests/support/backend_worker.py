@@ -22,7 +22,7 @@ from keras import ops
 from tiny import CUSTOM_STEP_TASKS, LARGE, TINY_KWARGS
 
 import zoo
-from training.steps import value_and_grad
+from zoo.steps import value_and_grad
 
 MODELS = [name for name in TINY_KWARGS if name not in LARGE]
 

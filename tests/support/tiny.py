@@ -46,7 +46,7 @@ TINY_KWARGS = {
 # Models too large for the default matrix: their tests run with --run-large.
 LARGE = ("resnet34", "resnet50")
 
-# The models with a custom training step (training.steps).
+# The models with a custom training step (zoo.steps).
 CUSTOM_STEP_TASKS = ("generative", "distillation", "self_supervised")
 
 

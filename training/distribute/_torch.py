@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 
 from training.distribute import Replicas
-from training.steps import OptimizerGroup
 from zoo import ZooError
+from zoo.steps import OptimizerGroup
 
 # torchrun sets these for every process it starts.
 _TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")

@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks
 from zoo.errors import ZooError
 from zoo.registry import create_model, register_model
 from zoo.saving import load_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
 @keras.saving.register_keras_serializable(package="zoo")

@@ -7,10 +7,10 @@ critic loss holds a gradient penalty: the gradient of a gradient.
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks, layout
 from zoo.errors import ZooError
 from zoo.registry import register_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
 def _image_layout(input_shape, *, name):

@@ -4,9 +4,9 @@ custom step, with a linear probe trained alongside on frozen features."""
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks
 from zoo.registry import register_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
 def nt_xent(z1, z2, *, temperature):

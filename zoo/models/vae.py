@@ -5,9 +5,9 @@ import math
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks, layout
 from zoo.registry import register_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
 @keras.saving.register_keras_serializable(package="zoo")

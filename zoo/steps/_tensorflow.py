@@ -5,8 +5,8 @@ import tensorflow as tf
 from keras import tree
 from keras.src.losses import loss as keras_loss
 
-from training.steps import _stateful
-from training.steps._common import pack_grads, split_wrt
+from zoo.steps import _stateful
+from zoo.steps._common import pack_grads, split_wrt
 
 __all__ = ["StepMixin", "value_and_grad"]
 
