@@ -1,6 +1,7 @@
 """Which package may import what, read from the source: `training` imports
 `zoo`, never the reverse; only a backend's own module imports its framework;
-model files import keras and zoo's own modules."""
+model files import keras and zoo's own modules; the CLI loads no keras before
+it has chosen the backend."""
 
 import ast
 import pathlib
@@ -47,3 +48,33 @@ def test_zoo_never_imports_training():
 def test_model_files_import_keras_and_zoo_only(path):
     allowed = {"keras", "zoo", *sys.stdlib_module_names}
     assert set(_imports(path)) <= allowed
+
+
+def _top_level_imports(path):
+    """The modules `path` imports when it loads (not inside functions)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def test_the_cli_loads_no_keras_before_choosing_the_backend():
+    """Everything `training.cli` imports when it loads, and what those import,
+    is free of keras, zoo (which imports keras) and the frameworks."""
+    seen, todo, loaded = set(), ["training.cli"], []
+    while todo:
+        module = todo.pop()
+        path = ROOT.parent / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = path.with_suffix("") / "__init__.py"
+        if module in seen or not path.exists():
+            continue  # a name imported from a module, not a module
+        seen.add(module)
+        for name in _top_level_imports(path):
+            loaded.append(name.split(".")[0])
+            if name.split(".")[0] == "training":
+                todo.append(name)
+    assert "training.config" in seen
+    assert not set(loaded) & {"keras", "zoo", *FRAMEWORKS}
