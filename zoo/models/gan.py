@@ -188,7 +188,8 @@ class WGANGP(_GAN):
 
     def gradient_penalty(self, real, fake, alpha):
         """Mean of (||d critic / d x||_2 - 1)^2 at `x = real + alpha (fake - real)`."""
-        mixed = real + alpha * (fake - real)
+        # ops, not operators: `real` may be a NumPy array (train_on_batch on torch).
+        mixed = ops.add(real, alpha * ops.subtract(fake, real))
         _, grads = value_and_grad(lambda x: ops.sum(self.discriminator(x, training=True)), mixed)
         norms = ops.sqrt(ops.sum(ops.square(grads), axis=(1, 2, 3)) + 1e-12)
         return ops.mean(ops.square(norms - 1.0))
