@@ -14,9 +14,12 @@ when a run nears the budget, start trimming there (`-- --durations=0` lists
 them all). The per-backend sessions run on every core with pytest-xdist
 (`tests/conftest.py` gives each worker's frameworks its share of the cores),
 a module's tests on one worker so that its module-scoped runs train once;
-`-- -n 0` runs them in one process.
+`-- -n 0` runs them in one process. A second run reuses the virtualenvs and
+installs only the project, unless pyproject.toml or the constraints changed.
 """
 
+import hashlib
+import pathlib
 import shutil
 import subprocess
 
@@ -28,12 +31,26 @@ CPU_CONSTRAINTS = ("-c", "constraints-cpu.txt")
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
+# A session's virtualenv is kept for the next run, and its dependencies are
+# installed again only when these files change.
+nox.options.reuse_venv = "yes"
+DEPENDENCY_FILES = ("pyproject.toml", "constraints-cpu.txt")
 
 
 def _install(session, *args):
+    """Installs `args`, or only the project itself where this virtualenv,
+    reused from an earlier run, already holds the same dependencies."""
+    stamp = pathlib.Path(session.virtualenv.location, ".installed")
+    wanted = hashlib.sha256(
+        repr(args).encode() + b"".join(pathlib.Path(f).read_bytes() for f in DEPENDENCY_FILES)
+    ).hexdigest()
     # Byte-compiling every file of TensorFlow, torch and JAX took about half
     # of each install; Python compiles what a test imports when it imports it.
+    if stamp.exists() and stamp.read_text() == wanted:
+        session.install("--no-compile", "--no-deps", "--force-reinstall", ".")
+        return
     session.install("--no-compile", *args)
+    stamp.write_text(wanted)
 
 
 def _pytest(session, *args):

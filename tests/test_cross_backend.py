@@ -77,23 +77,36 @@ def test_custom_step_losses_and_gradients_agree_across_backends(worked):
             )
 
 
-def test_torchvision_resnets_port_with_the_same_logits(worked):
-    """A randomised torch ResNet (weights and BatchNorm statistics), saved as a
-    torchvision state_dict, gives the same logits in the zoo ResNet on every
-    backend and in both data formats."""
+PORTED = ("mobilenet_v2", "resnet18", "resnet50", "vit_tiny")
+
+
+def assert_logits_match(logits, expected, where):
+    np.testing.assert_allclose(
+        logits, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()), err_msg=where
+    )
+
+
+def test_peer_weights_port_with_the_same_logits(worked):
+    """Randomised torch models (weights, BatchNorm statistics), saved as
+    torchvision's ResNets and MobileNetV2 and timm's ViT save them, give the
+    same logits in the zoo model on every backend and in both data formats."""
     root, _ = worked
     reference = np.load(root / "reference.npz")
     for backend in BACKENDS:
         for data_format in ("channels_last", "channels_first"):
             ported = np.load(root / f"{backend}_{data_format}.npz")
-            files = [f"{n}_{s}" for n in ("resnet18", "resnet50") for s in ("pth", "safetensors")]
+            files = [f"{n}/{s}" for n in PORTED for s in ("pth", "safetensors")]
             assert sorted(ported) == files
             for key, logits in ported.items():
-                expected = reference[key.split("_")[0]]
-                np.testing.assert_allclose(
-                    logits,
-                    expected,
-                    rtol=1e-4,
-                    atol=1e-4 * float(np.abs(expected).max()),
-                    err_msg=f"{key} on {backend}, {data_format}",
-                )
+                expected = reference[key.split("/")[0]]
+                assert_logits_match(logits, expected, f"{key} on {backend}, {data_format}")
+
+
+def test_weights_written_on_every_backend_load_strictly_in_the_peers(worked):
+    """`to_torchvision` and `to_timm` on each backend write files that the
+    peers' models load with strict=True and that give the same logits."""
+    root, _ = worked
+    reference, reloaded = np.load(root / "reference.npz"), np.load(root / "reloaded.npz")
+    assert sorted(reloaded) == sorted(f"{b}/{n}" for b in BACKENDS for n in PORTED)
+    for key, logits in reloaded.items():
+        assert_logits_match(logits, reference[key.split("/")[1]], key)

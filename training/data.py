@@ -17,6 +17,7 @@ from keras.src.backend import config as keras_config  # keras_home has no public
 from sklearn import datasets as sk_datasets
 from sklearn.model_selection import train_test_split
 
+from training import files
 from zoo import ZooError
 
 
@@ -36,6 +37,9 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int | None
+    #: Where the data came from, for a run's config.json: `{"path": ...,
+    #: "fingerprint": ..., "classes": [...]}` for a user's file or folder.
+    source: dict | None = None
 
     @property
     def task(self) -> str:
@@ -49,36 +53,53 @@ class Dataset:
 
 
 def load_dataset(
-    name: str, *, seed: int = 0, validation_fraction: float = 0.1, test_fraction: float = 0.2
+    name: str,
+    *,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    image_size: int | None = None,
 ) -> Dataset:
-    """Loads a data set by name and splits it with `seed`.
+    """Loads a data set by name, or a user's own from a path, and splits it
+    with `seed`.
 
     Data sets with an official test split keep it; `test_fraction` applies to
     the others.
 
     Args:
-        name: one of `DATASETS`.
+        name: one of `DATASETS`; or a folder of class subfolders of PNG or JPEG
+            images; or an `.npz` file of `x` and `y` (or `x_train`,
+            `y_train`, `x_test`, `y_test`). See `training.files`.
         seed: decides the split. Defaults to `0`.
         validation_fraction: share held out for validation. Defaults to `0.1`.
         test_fraction: share held out for testing. Defaults to `0.2`.
+        image_size: the side an image folder's images are resized to.
+            Defaults to `None`: their own size, which must be one for all.
 
     Example:
 
     >>> data = load_dataset("digits")
     >>> data.input_shape, data.num_classes
     ((8, 8, 1), 10)
+    >>> load_dataset("photos/", image_size=64).source["classes"]
+    ['cat', 'dog']
     """
-    if name not in DATASETS:
-        raise ZooError(f"Unknown data set {name!r}. Expected one of: {', '.join(DATASETS)}")
-    x, y, test = DATASETS[name](seed)
-    return from_arrays(
-        x,
-        y,
-        test=test,
-        name=name,
-        seed=seed,
-        validation_fraction=validation_fraction,
-        test_fraction=test_fraction,
+    splits = dict(seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction)
+    if name in DATASETS:
+        x, y, test = DATASETS[name](seed)
+        return from_arrays(x, y, test=test, name=name, **splits)
+    path = os.fspath(name)
+    if os.path.isdir(path):
+        x, y, classes, fingerprint = files.read_image_folder(path, image_size=image_size)
+        source = {"path": os.path.abspath(path), "fingerprint": fingerprint, "classes": classes}
+        return from_arrays(x, y, name=path, source=source, **splits)
+    if path.endswith(".npz") and os.path.isfile(path):
+        x, y, test, fingerprint = files.read_npz(path)
+        source = {"path": os.path.abspath(path), "fingerprint": fingerprint}
+        return from_arrays(x, y, test=test, name=path, source=source, **splits)
+    raise ZooError(
+        f"Unknown data set {name!r}. Expected one of: {', '.join(DATASETS)}, a folder of "
+        "class subfolders of images, or an .npz file"
     )
 
 
@@ -91,6 +112,7 @@ def from_arrays(
     seed=0,
     validation_fraction=0.1,
     test_fraction=0.2,
+    source=None,
 ) -> Dataset:
     """Builds a `Dataset` from arrays, splitting off validation and test sets.
 
@@ -106,6 +128,8 @@ def from_arrays(
         validation_fraction: share held out for validation. Defaults to `0.1`.
         test_fraction: share held out for testing when `test` is `None`.
             Defaults to `0.2`.
+        source: where the arrays came from (`Dataset.source`). Defaults to
+            `None`.
     """
     x, y = _checked_arrays(x, y, name)
     num_classes = int(y.max()) + 1 if y.dtype.kind == "i" else None
@@ -121,10 +145,12 @@ def from_arrays(
         seed,
         name,
     )
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, source)
 
 
 def _checked_arrays(x, y, name):
+    if isinstance(x, files.ImageFiles):  # decoded images are in [0, 1]
+        return x, _checked_targets(np.asarray(y), name)
     x, y = np.asarray(x), np.asarray(y)
     if len(x) == 0:
         raise ZooError(f"Expected a non-empty data set. Received: {name} with 0 samples")
@@ -169,7 +195,11 @@ def _split(x, y, fraction, num_classes, seed, name):
     # still hold every class.
     counts = np.bincount(y) if num_classes and y.ndim == 1 else np.array([])
     stratify = y if counts.size and counts[counts > 0].min() >= 2 and size >= num_classes else None
-    return train_test_split(x, y, test_size=size, random_state=seed, stratify=stratify)
+    # Split indices: images read from files are indexed, not copied.
+    kept, held_out = train_test_split(
+        np.arange(len(x)), test_size=size, random_state=seed, stratify=stratify
+    )
+    return x[kept], x[held_out], y[kept], y[held_out]
 
 
 def _images(x, scale):

@@ -51,7 +51,9 @@ class ModelInfo:
     `non_trainable_parameters` counts the rest (BatchNorm statistics, frozen
     sub-models), which torch keeps as buffers. `flops` is one forward pass of
     one sample at `input_shape` (twice the multiply-adds, see `zoo.flops`), or
-    `None` where it is not known before the model runs.
+    `None` where it is not known before the model runs. `weights` maps the
+    names of its pretrained weights to what their peer publishes about them
+    (`zoo.pretrained.Weights`).
     """
 
     name: str
@@ -67,6 +69,7 @@ class ModelInfo:
     paper: str | None
     description: str
     defaults: dict
+    weights: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -132,17 +135,21 @@ def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
     )
 
 
-def create_model(name: str, /, **overrides) -> keras.Model:
+def create_model(name: str, /, *, weights: str | None = None, **overrides) -> keras.Model:
     """Builds a registered model.
 
     Args:
         name: a name from `list_models()`.
+        weights: pretrained weights to load, by name, such as
+            `"torchvision:IMAGENET1K_V2"`; `model_info(name).weights` lists
+            them (see `zoo.pretrained`). Defaults to `None`: random weights.
         **overrides: arguments of that model's builder, such as `input_shape`
             and `num_classes`; see `model_info(name).defaults`.
 
     Example:
 
     >>> model = create_model("mlp", input_shape=(64,), hidden_units=(32, 32))
+    >>> model = create_model("resnet50", weights="torchvision:IMAGENET1K_V2")
     """
     entry = _entry(name)
     accepted = inspect.signature(entry.builder).parameters
@@ -152,11 +159,17 @@ def create_model(name: str, /, **overrides) -> keras.Model:
             f"Model {name!r} accepts arguments {sorted(accepted)}. "
             f"Received unknown: {', '.join(unknown)}"
         )
+    if weights is not None:
+        from zoo import pretrained  # which builds models through this registry
+
+        return pretrained.create(name, weights, overrides)
     return entry.builder(**overrides)
 
 
 def model_info(name: str) -> ModelInfo:
     """Returns the metadata of a registered model, building it with its defaults."""
+    from zoo import pretrained
+
     entry = _entry(name)
     with _without_weight_values():
         model = entry.builder()
@@ -176,6 +189,7 @@ def model_info(name: str) -> ModelInfo:
         paper=entry.paper,
         description=doc.split("\n", 1)[0],
         defaults=defaults,
+        weights=pretrained.describe(name),
     )
 
 

@@ -5,12 +5,16 @@
 
 `produce` writes every model with an input and its predictions
 (DIR/<backend>/), the custom-step losses and gradients (DIR/<backend>.npz)
-and the logits of torchvision ResNets ported in both data formats
-(DIR/<backend>_<data format>.npz); on torch it first writes those ResNets and
-their logits (DIR/reference.npz). Torch's `produce` runs first: it also writes
-the fixed weights and inputs the others compute the custom steps with.
+and the logits of torchvision's ResNets and MobileNetV2 and timm's ViT ported
+in both data formats (DIR/<backend>_<data format>.npz), and writes the ported
+models back as the peers' files; on torch it first writes the peers' models
+and their logits (DIR/reference.npz). Torch's `produce` runs first: it also
+writes the fixed weights and inputs the others compute the custom steps with.
+Torch's `consume` loads every backend's peer files into the peers' models
+(DIR/reloaded.npz).
 """
 
+import itertools
 import json
 import pathlib
 import sys
@@ -22,6 +26,7 @@ from keras import ops
 from tiny import CUSTOM_STEP_TASKS, LARGE, TINY_KWARGS
 
 import zoo
+from training.backends import BACKENDS
 from zoo.steps import value_and_grad
 
 MODELS = [name for name in TINY_KWARGS if name not in LARGE]
@@ -126,20 +131,58 @@ def parity(root):
     np.savez(root / f"{keras.backend.backend()}.npz", **results)
 
 
-PORTED = ("resnet18", "resnet50")
+# The peers' models the zoo ports, each with the peer that names it and the
+# zoo's build of it (tests/support/torch_*.py builds the same).
+PORTED = {
+    "resnet18": ("torchvision", {"num_classes": 10}),
+    "resnet50": ("torchvision", {"num_classes": 10}),
+    "mobilenet_v2": ("torchvision", {"num_classes": 10, "alpha": 0.35}),
+    "vit_tiny": (
+        "timm",
+        {
+            "num_classes": 10,
+            "patch_size": 16,
+            "embed_dim": 24,
+            "depth": 2,
+            "num_heads": 3,
+            "mlp_dim": 96,
+        },
+    ),
+}
+IMAGE_SIZE = 64
 
 
-def torchvision_reference(root):
-    """Randomised reference ResNets saved as torchvision files (.pth and
+def peer_model(name, randomised):
+    """The torch.nn reference for `PORTED[name]`, randomised or freshly built."""
+    import torch_mobilenet
+    import torch_resnet
+    import torch_vit
+
+    kwargs = PORTED[name][1]
+    if name.startswith("resnet"):
+        if randomised:
+            return torch_resnet.randomised(name, kwargs["num_classes"])
+        return torch_resnet.ResNet(*torch_resnet.ARCHITECTURES[name], kwargs["num_classes"]).eval()
+    if name == "mobilenet_v2":
+        args = (kwargs["num_classes"], kwargs["alpha"])
+        if randomised:
+            return torch_mobilenet.randomised(*args)
+        return torch_mobilenet.MobileNetV2(*args).eval()
+    vit = {key: value for key, value in kwargs.items() if key != "mlp_dim"}
+    vit.update(img_size=IMAGE_SIZE, mlp_ratio=kwargs["mlp_dim"] / kwargs["embed_dim"])
+    return torch_vit.randomised(**vit) if randomised else torch_vit.VisionTransformer(**vit).eval()
+
+
+def peer_references(root):
+    """Randomised reference models saved as the peers' files (.pth and
     .safetensors), with their logits for one input."""
     import torch
     from safetensors.numpy import save_file
-    from torch_resnet import randomised
 
-    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype("float32")
+    x = np.random.default_rng(0).normal(size=(2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype("float32")
     logits = {}
     for name in PORTED:
-        model = randomised(name, num_classes=10)
+        model = peer_model(name, randomised=True)
         torch.save(model.state_dict(), root / f"{name}.pth")
         save_file(
             {k: v.numpy() for k, v in model.state_dict().items()}, str(root / f"{name}.safetensors")
@@ -149,27 +192,48 @@ def torchvision_reference(root):
     np.savez(root / "reference.npz", x=x, **logits)
 
 
-def torchvision_port(root, data_format):
-    """Each reference ported into the zoo ResNet, from both file kinds."""
+def peer_port(root, data_format):
+    """Each reference ported into the zoo model, from both file kinds; in
+    channels_last, each ported model written back as the peer's file
+    (DIR/<backend>_<model>.safetensors)."""
     keras.config.set_image_data_format(data_format)
     reference = np.load(root / "reference.npz")
     x = reference["x"] if data_format == "channels_first" else reference["x"].transpose(0, 2, 3, 1)
-    results = {}
-    for name in PORTED:
+    backend, results = keras.backend.backend(), {}
+    for name, (peer, kwargs) in PORTED.items():
         for suffix in ("pth", "safetensors"):
-            model = zoo.create_model(name, input_shape=x.shape[1:], num_classes=10)
-            zoo.convert.from_torchvision(model, root / f"{name}.{suffix}")
-            results[f"{name}_{suffix}"] = ops.convert_to_numpy(model(x, training=False))
-    np.savez(root / f"{keras.backend.backend()}_{data_format}.npz", **results)
+            model = zoo.create_model(name, input_shape=x.shape[1:], **kwargs)
+            getattr(zoo.convert, f"from_{peer}")(model, root / f"{name}.{suffix}")
+            results[f"{name}/{suffix}"] = ops.convert_to_numpy(model(x, training=False))
+        if data_format == "channels_last":
+            getattr(zoo.convert, f"to_{peer}")(model, root / f"{backend}_{name}.safetensors")
+    np.savez(root / f"{backend}_{data_format}.npz", **results)
+
+
+def peer_reload(root):
+    """On torch: every backend's exported files loaded into the peers' models
+    with strict=True, and their logits (DIR/reloaded.npz)."""
+    import torch
+
+    x = torch.from_numpy(np.load(root / "reference.npz")["x"])
+    logits = {}
+    for backend, name in itertools.product(BACKENDS, PORTED):
+        model = peer_model(name, randomised=False)
+        path = root / f"{backend}_{name}.safetensors"
+        state = {k: torch.from_numpy(v) for k, v in zoo.convert.load_state_dict(path).items()}
+        model.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            logits[f"{backend}/{name}"] = model(x).numpy()
+    np.savez(root / "reloaded.npz", **logits)
 
 
 def produce(root):
     if keras.backend.backend() == "torch":
-        torchvision_reference(root)
+        peer_references(root)
     save(root)
     parity(root)
     for data_format in ("channels_last", "channels_first"):
-        torchvision_port(root, data_format)
+        peer_port(root, data_format)
 
 
 if __name__ == "__main__":
@@ -177,4 +241,6 @@ if __name__ == "__main__":
     if command == "produce":
         produce(root)
     else:
+        if keras.backend.backend() == "torch":
+            peer_reload(root)
         print(json.dumps({"loaded_on": keras.backend.backend(), "report": load(root)}))

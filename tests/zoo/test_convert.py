@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from audit import audited
 from safetensors.numpy import save_file
+from tiny import TINY_KWARGS
 
 import zoo
 from zoo.convert import from_torchvision, load_state_dict
@@ -364,3 +365,207 @@ def test_a_damaged_safetensors_file_is_one_line_and_changes_nothing(
         from_torchvision(model, path)
     assert "\n" not in str(info.value) and not events
     assert_unchanged(model, before)
+
+
+# === Every family, both ways: torchvision's MobileNetV2 and timm's ViT ===
+
+# Each family the converters port, with its peer; built as the other tests build
+# it (tests/support/tiny.py), so that JAX compiles its initialisers once.
+PORTS = {"mobilenet_v2": "torchvision", "vit_tiny": "timm"}
+READERS = {"torchvision": zoo.convert.from_torchvision, "timm": zoo.convert.from_timm}
+WRITERS = {"torchvision": zoo.convert.to_torchvision, "timm": zoo.convert.to_timm}
+
+
+def build(name, seed=0, **overrides):
+    keras.utils.set_random_seed(seed)
+    return zoo.create_model(name, **{**TINY_KWARGS[name], **overrides})
+
+
+def numpy_weights(model):
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Each family's tiny model and the peer file `to_<peer>` wrote from it."""
+    folder = tmp_path_factory.mktemp("exported")
+    models = {}
+    for name, peer in PORTS.items():
+        model = build(name)
+        WRITERS[peer](model, folder / f"{name}.safetensors")
+        models[name] = (model, folder / f"{name}.safetensors")
+    return models
+
+
+@pytest.mark.parametrize("name", sorted(PORTS))
+def test_zoo_to_peer_to_zoo_is_exact(exported, tmp_path, name):
+    model, path = exported[name]
+    peer = PORTS[name]
+    other = READERS[peer](build(name, seed=1), path)
+    for before, after in zip(numpy_weights(model), numpy_weights(other), strict=True):
+        np.testing.assert_array_equal(before, after)
+    WRITERS[peer](other, tmp_path / "again.safetensors")
+    again, first = load_state_dict(tmp_path / "again.safetensors"), load_state_dict(path)
+    assert sorted(again) == sorted(first)
+    for key, array in first.items():
+        np.testing.assert_array_equal(again[key], array)
+
+
+def test_timm_names_and_layouts(exported):
+    """timm's names (`patch_embed`, `cls_token`, `pos_embed` keep their
+    underscores), one fused `qkv` per block, and torch's layouts."""
+    state = load_state_dict(exported["vit_tiny"][1])
+    block = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    modules = ["patch_embed.proj", "norm", "head"]
+    modules += [f"blocks.{i}.{m}" for i in range(2) for m in block]
+    expected = {f"{m}.{p}" for m in modules for p in ("weight", "bias")}
+    assert sorted(state) == sorted(expected | {"cls_token", "pos_embed"})
+    assert state["blocks.0.attn.qkv.weight"].shape == (48, 16)  # [q | k | v] rows, (out, in)
+    assert state["patch_embed.proj.weight"].shape == (16, 3, 4, 4)
+    assert state["pos_embed"].shape == (1, 17, 16)
+
+
+def test_mobilenet_depthwise_kernels_in_torch_layout(exported):
+    model, path = exported["mobilenet_v2"]
+    state = load_state_dict(path)
+    kernel = keras.ops.convert_to_numpy(model.get_layer("mobilenet_v2_features_1_conv_0_0").kernel)
+    assert kernel.shape == (3, 3, 16, 1)
+    np.testing.assert_array_equal(state["features.1.conv.0.0.weight"], kernel.transpose(2, 3, 0, 1))
+    assert state["features.0.1.num_batches_tracked"].shape == ()  # torch's BatchNorm buffer
+
+
+@pytest.mark.parametrize("name", sorted(PORTS))
+def test_headless_models_skip_the_head(exported, name):
+    model, path = exported[name]
+    headless = READERS[PORTS[name]](build(name, seed=1, include_top=False), path)
+    for layer in headless.layers:
+        for new, old in zip(layer.weights, model.get_layer(layer.name).weights, strict=True):
+            np.testing.assert_array_equal(*map(keras.ops.convert_to_numpy, (new, old)))
+
+
+KEY_ERRORS = [
+    ("vit_tiny", "drop", "blocks.0.attn.qkv.weight", "has no 'blocks.0.attn.qkv.weight'"),
+    ("vit_tiny", "add", "blocks.2.norm1.weight", "no place for: blocks.2.norm1.weight"),
+    ("vit_tiny", "reshape", "pos_embed", r"pos_embed: vit_tiny expects shape \(1, 17, 16\)"),
+    ("vit_tiny", "reshape", "blocks.0.attn.qkv.bias", r"qkv.bias: vit_tiny expects shape \(48,\)"),
+    ("mobilenet_v2", "drop", "features.1.conv.0.1.running_var", "has no 'features.1.conv.0.1"),
+    ("mobilenet_v2", "add", "features.19.0.weight", "no place for: features.19.0.weight"),
+    (
+        "mobilenet_v2",
+        "reshape",
+        "features.1.conv.0.0.weight",
+        r"features.1.conv.0.0.weight: mobilenet_v2 expects shape \(16, 1, 3, 3\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name, change, key, message", KEY_ERRORS, ids=[f"{n}-{c}-{k}" for n, c, k, _ in KEY_ERRORS]
+)
+def test_a_key_that_does_not_fit_is_one_line_naming_it(
+    exported, tmp_path, name, change, key, message
+):
+    model, path = exported[name]
+    state = load_state_dict(path)
+    if change == "drop":
+        del state[key]
+    elif change == "add":
+        state[key] = np.zeros(3, "float32")
+    else:
+        state[key] = np.zeros((*state[key].shape, 2), "float32")
+    save_file(state, str(tmp_path / "w.safetensors"))
+    before = numpy_weights(model)
+    with pytest.raises(zoo.ZooError, match=message) as info:
+        READERS[PORTS[name]](model, tmp_path / "w.safetensors")
+    assert "\n" not in str(info.value)
+    assert_unchanged(model, before)
+
+
+def test_a_model_of_the_other_peer_is_one_line(exported, tmp_path):
+    vit, path = exported["vit_tiny"]
+    match = r"No torchvision mapping for layer 'vit_tiny_cls_token' \(ClassToken\)"
+    with pytest.raises(zoo.ZooError, match=match):
+        from_torchvision(vit, path)
+    mobilenet, path = exported["mobilenet_v2"]
+    match = r"No timm mapping for layer 'mobilenet_v2_features_1_conv_0_0' \(DepthwiseConv2D\)"
+    with pytest.raises(zoo.ZooError, match=match):
+        zoo.convert.from_timm(mobilenet, path)
+    with pytest.raises(zoo.ZooError, match="Expected a path ending in .safetensors"):
+        zoo.convert.to_timm(vit, tmp_path / "w.h5")
+    assert not list(tmp_path.iterdir())
+
+
+def test_pth_files_are_written_without_torch(exported, tmp_path):
+    """As torch.save lays them out (torch.load reads them: see below), on
+    every backend, scalars and integer buffers included."""
+    model, path = exported["mobilenet_v2"]
+    zoo.convert.to_torchvision(model, tmp_path / "w.pth")
+    written, expected = load_state_dict(tmp_path / "w.pth"), load_state_dict(path)
+    assert sorted(written) == sorted(expected)
+    for key, array in expected.items():
+        assert written[key].dtype == array.dtype and written[key].shape == array.shape
+        np.testing.assert_array_equal(written[key], array)
+
+
+# === Against the peers' own code, in torch.nn (tests/support) ===
+
+
+def reference(name, **overrides):
+    """A factory of the peer's model built as `TINY_KWARGS[name]` (from
+    tests/support), and one such model randomised."""
+    pytest.importorskip("torch")
+    kwargs = TINY_KWARGS[name]
+    if name == "mobilenet_v2":
+        from torch_mobilenet import MobileNetV2, randomised
+
+        args = (kwargs["num_classes"], kwargs["alpha"])
+        return lambda: MobileNetV2(*args).eval(), randomised(*args)
+    from torch_vit import VisionTransformer, randomised
+
+    vit_kwargs = dict(
+        img_size=kwargs["input_shape"][0],
+        patch_size=kwargs["patch_size"],
+        num_classes=kwargs["num_classes"],
+        embed_dim=kwargs["embed_dim"],
+        depth=kwargs["depth"],
+        num_heads=kwargs["num_heads"],
+        mlp_ratio=kwargs["mlp_dim"] / kwargs["embed_dim"],
+        **overrides,
+    )
+    return lambda: VisionTransformer(**vit_kwargs).eval(), randomised(**vit_kwargs)
+
+
+@pytest.mark.parametrize(
+    "name, pooling", [("mobilenet_v2", None), ("vit_tiny", "token"), ("vit_tiny", "avg")]
+)
+def test_peer_weights_in_and_out_compute_the_peers_logits(tmp_path, name, pooling):
+    """The peer's state_dict (torch.save and .safetensors) gives its logits in
+    the zoo model; the zoo's export loads with strict=True into a fresh peer
+    model, which then computes them too."""
+    torch = pytest.importorskip("torch")
+
+    overrides = {"global_pool": pooling} if pooling else {}
+    fresh, peer = reference(name, **overrides)
+    torch.save(peer.state_dict(), tmp_path / "peer.pth")
+    state = {k: v.numpy() for k, v in peer.state_dict().items()}
+    save_file(state, str(tmp_path / "peer.safetensors"))
+    x = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype("float32")
+    with torch.no_grad():
+        expected = peer(torch.from_numpy(x)).numpy()
+    reader, writer = READERS[PORTS[name]], WRITERS[PORTS[name]]
+    model = build(name, **({"pooling": pooling} if pooling else {}))
+    tolerance = {"rtol": 1e-4, "atol": 1e-4 * float(np.abs(expected).max())}
+    for suffix in ("pth", "safetensors"):
+        reader(model, tmp_path / f"peer.{suffix}")
+        logits = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=False))
+        np.testing.assert_allclose(logits, expected, **tolerance, err_msg=suffix)
+    writer(model, tmp_path / "zoo.pth")
+    writer(model, tmp_path / "zoo.safetensors")
+    for state in (
+        torch.load(tmp_path / "zoo.pth", weights_only=True),
+        {k: torch.from_numpy(v) for k, v in load_state_dict(tmp_path / "zoo.safetensors").items()},
+    ):
+        exported = fresh()
+        exported.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            np.testing.assert_allclose(exported(torch.from_numpy(x)).numpy(), expected, **tolerance)
