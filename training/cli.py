@@ -5,26 +5,18 @@ Only argparse and the backend choice run before keras is imported, so
 """
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import os
 import sys
+import typing
 
 from training import backends, bench  # neither imports keras
+from training.config import FitConfig, default  # nor this: fit's flags come from FitConfig
+from training.formats import FORMATS
 
-# `fit`'s flag defaults come from FitConfig; these mirror it without importing
-# keras, and a test checks they agree.
-FIT_DEFAULTS = {
-    "epochs": 30,
-    "batch_size": 32,
-    "optimizer": None,
-    "learning_rate": None,
-    "seed": 0,
-}
-# training.export.FORMATS, without importing keras; a test checks they agree.
-EXPORT_FORMATS = ("onnx", "tf_saved_model", "torch")
-# training.config.DISTRIBUTE_MODES, without importing keras; a test checks they agree.
-DISTRIBUTE_MODES = ("data",)
+# Where the command line differs from `training.fit`: it always writes its run.
+_DEFAULT_TEXT = {"output_dir": "runs/MODEL-DATASET"}
 
 
 def main(argv=None) -> int:
@@ -95,25 +87,9 @@ def _output_dir(args):
 def _fit(args):
     import training
 
+    options = {field.name: getattr(args, field.name) for field in dataclasses.fields(FitConfig)}
     output_dir = _output_dir(args)
-    result = training.fit(
-        args.model,
-        args.dataset,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        output_dir=output_dir,
-        overwrite=args.overwrite,
-        tensorboard=args.tensorboard,
-        model_kwargs=dict(args.model_arg),
-        freeze_backbone=args.freeze_backbone,
-        deterministic=args.deterministic,
-        verbose=args.verbose,
-        distribute=args.distribute,
-        devices=args.devices,
-    )
+    result = training.fit(args.model, args.dataset, **{**options, "output_dir": output_dir})
     if result.output_dir is None:
         return 0  # a data-parallel process other than the chief: it wrote nothing
     print(f"Wrote {output_dir}", file=sys.stderr)
@@ -145,7 +121,7 @@ def _auto_backend(args):
     from training import autobackend
 
     choice = autobackend.choose(
-        args.model, args.dataset, batch_size=args.batch_size, model_kwargs=dict(args.model_arg)
+        args.model, args.dataset, batch_size=args.batch_size, model_kwargs=args.model_kwargs
     )
     print(f"Backend auto: {choice.backend} ({choice.reason})", file=sys.stderr)
     return choice.backend
@@ -259,20 +235,6 @@ def _si(count):
     return str(count)
 
 
-def _model_arg(text):
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {text!r}")
-    with contextlib.suppress(json.JSONDecodeError):  # else a string: activation=gelu
-        value = json.loads(value)
-    # JSON has no tuples; shapes and widths are tuples in the zoo.
-    return key, tuple(value) if isinstance(value, list) else value
-
-
-def _verbosity(text):
-    return text if text == "auto" else int(text)
-
-
 def _split_options(args):
     return dict(
         seed=args.seed,
@@ -333,71 +295,7 @@ def _parser():
         help="data set name, folder of class subfolders of images, or .npz file "
         "(default: %(default)s)",
     )
-    fit.add_argument(
-        "--epochs", type=int, default=FIT_DEFAULTS["epochs"], help="(default: %(default)s)"
-    )
-    fit.add_argument(
-        "--batch-size", type=int, default=FIT_DEFAULTS["batch_size"], help="(default: %(default)s)"
-    )
-    fit.add_argument(
-        "--optimizer",
-        default=FIT_DEFAULTS["optimizer"],
-        help="Keras optimizer name (default: the model's recommendation, else adam)",
-    )
-    fit.add_argument(
-        "--learning-rate",
-        type=float,
-        default=FIT_DEFAULTS["learning_rate"],
-        help="(default: the model's recommendation, else 5e-3)",
-    )
-    fit.add_argument(
-        "--seed", type=int, default=FIT_DEFAULTS["seed"], help="(default: %(default)s)"
-    )
-    fit.add_argument("--output-dir", help="where to write the run (default: runs/MODEL-DATASET)")
-    fit.add_argument(
-        "--overwrite", action="store_true", help="replace a finished run in --output-dir"
-    )
-    fit.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="write TensorBoard logs to OUTPUT_DIR/tensorboard",
-    )
-    fit.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="deterministic GPU kernels on every backend (CPU runs repeat exactly anyway)",
-    )
-    fit.add_argument(
-        "--freeze-backbone",
-        action="store_true",
-        help="train only the model's head (its last layer with weights)",
-    )
-    fit.add_argument(
-        "--model-arg",
-        type=_model_arg,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model builder argument, VALUE as JSON, e.g. hidden_units=[512,512] (repeatable)",
-    )
-    fit.add_argument(
-        "--distribute",
-        choices=DISTRIBUTE_MODES,
-        help="data: train data-parallel, --batch-size being the global batch (default: one device)",
-    )
-    fit.add_argument(
-        "--devices",
-        type=int,
-        help="with --distribute: replicas on this host (default: every device; on torch, "
-        "N > 1 starts N processes under torchrun)",
-    )
-    fit.add_argument(
-        "--verbose",
-        type=_verbosity,
-        default="auto",
-        choices=["auto", 0, 1, 2],
-        help="Keras verbosity (default: %(default)s)",
-    )
+    _add_fit_config_flags(fit)
 
     evaluate = commands.add_parser(
         "evaluate", parents=[common], help="test a saved model; prints JSON"
@@ -432,7 +330,7 @@ def _parser():
     )
     export.set_defaults(command=_export)
     export.add_argument("--model-path", required=True, help="a .keras file")
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument(
         "--output",
         required=True,
@@ -486,3 +384,49 @@ def _parser():
     info.set_defaults(command=_info)
     info.add_argument("name", help="zoo model name")
     return parser
+
+
+def _add_fit_config_flags(fit):
+    """A flag for each field of `FitConfig`, made from its `option(...)`:
+    `--epochs` for `epochs`, with the field's default, help and choices."""
+    for field in dataclasses.fields(FitConfig):
+        option = field.metadata
+        value = default(field)
+        flag = option["flag"] or "--" + field.name.replace("_", "-")
+        spec = dict(dest=field.name, default=value, help=_help(field, value))
+        if field.type is bool:
+            spec.update(action="store_true")
+        elif field.type is dict:  # a repeatable KEY=VALUE flag
+            spec.update(action=_CollectPairs, type=option["parse"])
+        else:
+            spec.update(type=option["parse"] or _scalar(field))
+        spec.update(choices=option["choices"], metavar=option["metavar"])
+        fit.add_argument(flag, **{key: v for key, v in spec.items() if v is not None})
+
+
+def _help(field, value):
+    # argparse formats help with %; the docstring's backticks mean nothing here.
+    text = field.metadata["help"].replace("%", "%%").replace("`", "")
+    if field.type is bool or field.type is dict:
+        return text  # off, and empty: no default to show
+    meaning = _DEFAULT_TEXT.get(field.name) or field.metadata["default_text"]
+    return f"{text} (default: {(meaning or str(value)).replace('`', '')})"
+
+
+def _scalar(field):
+    """`int` for a field typed `int` or `int | None`; likewise `float` and `str`."""
+    types = [t for t in typing.get_args(field.type) or (field.type,) if t is not type(None)]
+    if len(types) != 1 or types[0] not in (int, float, str):
+        raise TypeError(
+            f"FitConfig.{field.name} is a {field.type}: give its option() a parse= for the "
+            "command line"
+        )
+    return types[0]
+
+
+class _CollectPairs(argparse.Action):
+    """Collects a repeatable flag's `(key, value)` pairs into a new dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        key, value = values
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), key: value})

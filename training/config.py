@@ -1,21 +1,25 @@
-"""The typed configuration of a training run."""
+"""The typed configuration of a training run, and the one source of
+`python -m training fit`'s flags.
 
+Each field of `FitConfig` is an `option(...)`: its default and what it does,
+and where its type alone does not say how to read it from a command line,
+its flag, parser or choices. From that one place `training.fit` takes it,
+`python -m training fit --the-name` sets it (`training.cli` makes one flag per
+field), `config.json` records it and the class docstring documents it. Adding
+an option is adding its field (and its check to `__post_init__`).
+
+Nothing here imports keras when the module loads, so that the CLI can build
+its flags before a backend is chosen: the optimizer names are read from
+Keras on first use (`optimizers()`), and errors are raised as `ZooError`
+(`zoo` imports keras) only once an option is wrong.
+"""
+
+import argparse
+import contextlib
 import dataclasses
-
-import keras
-
-from zoo import ZooError
-
-# Lower-cased class name -> optimizer class, e.g. "adam" -> keras.optimizers.Adam.
-OPTIMIZERS = {
-    name.lower(): cls
-    for name, cls in vars(keras.optimizers).items()
-    if isinstance(cls, type)
-    and issubclass(cls, keras.optimizers.Optimizer)
-    and cls is not keras.optimizers.Optimizer
-    and name != "LossScaleOptimizer"  # wraps another optimizer
-}
-
+import functools
+import json
+import textwrap
 
 # Used where neither the user nor the model chooses. Adam at 5e-3 for 30 epochs
 # takes simple_cnn past 0.97 test accuracy on digits on every backend.
@@ -24,123 +28,216 @@ DEFAULT_LEARNING_RATE = 5e-3
 
 # The `distribute=` values: data parallelism (training.distribute).
 DISTRIBUTE_MODES = ("data",)
+# Keras' `verbose=` values.
+VERBOSITIES = ("auto", 0, 1, 2)
+
+
+@functools.cache
+def optimizers() -> dict:
+    """Lower-cased class name -> Keras optimizer class, e.g. `"adam"` ->
+    `keras.optimizers.Adam`. Imports keras."""
+    import keras
+
+    return {
+        name.lower(): cls
+        for name, cls in vars(keras.optimizers).items()
+        if isinstance(cls, type)
+        and issubclass(cls, keras.optimizers.Optimizer)
+        and cls is not keras.optimizers.Optimizer
+        and name != "LossScaleOptimizer"  # wraps another optimizer
+    }
+
+
+def option(
+    default=dataclasses.MISSING,
+    *,
+    help,
+    default_factory=dataclasses.MISSING,
+    default_text=None,
+    flag=None,
+    parse=None,
+    choices=None,
+    metavar=None,
+):
+    """A `FitConfig` field, with what its docstring entry and its flag are made of.
+
+    Args:
+        default: the field's default.
+        help: what the option does, as a sentence fragment.
+        default_factory: makes the default, for mutable ones.
+        default_text: what the default means, where its value does not say
+            it. Defaults to `None`.
+        flag: the command-line flag. Defaults to `None`: `--` and the name,
+            `-` for `_`.
+        parse: reads a command-line value; for a `dict` field, one
+            `(key, value)` pair of a repeatable flag. Defaults to `None`: the
+            field's type (`int`, `float` or `str`, with or without `None`).
+        choices: the values the command line allows, after `parse`.
+            Defaults to `None`: any.
+        metavar: the value's name in `--help`. Defaults to `None`: argparse's.
+    """
+    metadata = dict(
+        help=help,
+        default_text=default_text,
+        flag=flag,
+        parse=parse,
+        choices=choices,
+        metavar=metavar,
+    )
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def model_argument(text):
+    """`"hidden_units=[512, 512]"` -> `("hidden_units", (512, 512))`: VALUE is
+    JSON, else a string (`activation=gelu`); lists become tuples, as shapes
+    and widths are tuples in the zoo."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {text!r}")
+    with contextlib.suppress(json.JSONDecodeError):
+        value = json.loads(value)
+    return key, tuple(value) if isinstance(value, list) else value
+
+
+def verbosity(text):
+    """`"auto"`, or Keras' verbosity as an int."""
+    return text if text == "auto" else int(text)
 
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """How to train: everything `training.fit` takes besides the model and data.
 
-    Args:
-        epochs: passes over the training split. Defaults to `30`.
-        batch_size: samples per step. Defaults to `32`.
-        optimizer: a Keras optimizer name from `OPTIMIZERS`. Defaults to `None`:
-            the model's own recommendation (`default_optimizer()`, as GANs
-            have), else `"adam"`.
-        learning_rate: the optimizer's learning rate. Defaults to `None`: the
-            model's recommendation, else `5e-3`.
-        seed: seeds the split, the initial weights and the shuffling.
-            Defaults to `0`.
-        validation_fraction: share of the data held out for validation.
-            Defaults to `0.1`.
-        test_fraction: share held out for the test metrics, for data sets
-            without an official test split. Defaults to `0.2`.
-        image_size: the side a folder of images is resized to (see
-            `training.load_dataset`). Defaults to `None`: the images' own
-            size, which must be one for all.
-        output_dir: where to write `model.keras`, `history.json`,
-            `metrics.json`, `config.json` and `curves.png`; `None` writes
-            nothing. Defaults to `None`.
-        overwrite: replace a finished run in `output_dir`. Defaults to `False`.
-        tensorboard: also write TensorBoard logs to `output_dir/tensorboard`.
-            Defaults to `False`.
-        model_kwargs: extra arguments for `zoo.create_model`. Defaults to `{}`.
-        freeze_backbone: train only the head (the last layer with weights),
-            as in linear probing and the first stage of fine-tuning; frozen
-            BatchNorm layers keep their statistics. Defaults to `False`.
-        deterministic: ask each backend for deterministic GPU kernels
-            (`training.seeding.make_deterministic`); on CPU runs repeat
-            exactly without it. Defaults to `False`.
-        verbose: Keras' verbosity: `"auto"`, `0` (silent), `1` (progress bar)
-            or `2` (a line per epoch). Defaults to `"auto"`.
-        distribute: `"data"` trains data-parallel (see `training.distribute`):
-            `batch_size` is then the global batch, split over the replicas.
-            Defaults to `None`: one device.
-        devices: with `distribute`, the replicas on this host: devices for JAX
-            and TensorFlow, torchrun processes for PyTorch. Defaults to `None`:
-            every local device, or torchrun's `--nproc-per-node`.
+    Each field is also a flag of `python -m training fit`, made from its
+    `option(...)`, which the arguments below are written from.
     """
 
-    epochs: int = 30
-    batch_size: int = 32
-    optimizer: str | None = None
-    learning_rate: float | None = None
-    seed: int = 0
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.2
-    image_size: int | None = None
-    output_dir: str | None = None
-    overwrite: bool = False
-    tensorboard: bool = False
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
-    freeze_backbone: bool = False
-    deterministic: bool = False
-    verbose: str | int = "auto"
-    distribute: str | None = None
-    devices: int | None = None
+    epochs: int = option(30, help="passes over the training split")
+    batch_size: int = option(
+        32,
+        help="samples per step; with `distribute`, the global batch, split over the replicas",
+    )
+    optimizer: str | None = option(
+        None,
+        help="a Keras optimizer's name, lower-case (`adam`, `sgd`, ...)",
+        default_text="the model's recommendation (`default_optimizer()`, as GANs have), "
+        f"else `{DEFAULT_OPTIMIZER}`",
+    )
+    learning_rate: float | None = option(
+        None,
+        help="the optimizer's learning rate",
+        default_text=f"the model's recommendation, else `{DEFAULT_LEARNING_RATE}`",
+    )
+    seed: int = option(0, help="seeds the split, the initial weights and the shuffling")
+    validation_fraction: float = option(0.1, help="share of the data held out for validation")
+    test_fraction: float = option(
+        0.2,
+        help="share held out for the test metrics, for data sets without an official test split",
+    )
+    image_size: int | None = option(
+        None,
+        help="the side a folder of images is resized to (see `training.load_dataset`)",
+        default_text="the images' own size, which must be one for all",
+    )
+    output_dir: str | None = option(
+        None,
+        help="where to write `model.keras`, `history.json`, `metrics.json`, `config.json` "
+        "and `curves.png`",
+        default_text="nothing is written",
+    )
+    overwrite: bool = option(False, help="replace a finished run in `output_dir`")
+    tensorboard: bool = option(
+        False, help="also write TensorBoard logs to `output_dir/tensorboard`"
+    )
+    model_kwargs: dict = option(
+        default_factory=dict,
+        help="more arguments for the model's builder (`zoo.create_model`); on the command "
+        "line one KEY=VALUE per flag, VALUE as JSON, e.g. `hidden_units=[512,512]`",
+        flag="--model-arg",
+        parse=model_argument,
+        metavar="KEY=VALUE",
+    )
+    freeze_backbone: bool = option(
+        False,
+        help="train only the head (the model's last layer with weights), as in linear "
+        "probing and the first stage of fine-tuning; frozen BatchNorm layers keep their "
+        "statistics",
+    )
+    deterministic: bool = option(
+        False,
+        help="deterministic GPU kernels on every backend "
+        "(`training.seeding.make_deterministic`); CPU runs repeat exactly without it",
+    )
+    verbose: str | int = option(
+        "auto",
+        help="Keras' verbosity: `auto`, 0 (silent), 1 (progress bar) or 2 (a line per epoch)",
+        parse=verbosity,
+        choices=VERBOSITIES,
+    )
+    distribute: str | None = option(
+        None,
+        help="`data` trains data-parallel (see `training.distribute`), `batch_size` being "
+        "the global batch",
+        default_text="one device",
+        choices=DISTRIBUTE_MODES,
+    )
+    devices: int | None = option(
+        None,
+        help="with `distribute`, the replicas on this host: devices for JAX and TensorFlow, "
+        "torchrun processes for PyTorch (from the command line, N > 1 starts N processes "
+        "under torchrun)",
+        default_text="every local device, or torchrun's `--nproc-per-node`",
+    )
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ZooError(f"Expected {name} to be a positive int. Received: {name}={value!r}")
+                _invalid(f"Expected {name} to be a positive int. Received: {name}={value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ZooError(f"Expected seed to be an int >= 0. Received: seed={self.seed!r}")
+            _invalid(f"Expected seed to be an int >= 0. Received: seed={self.seed!r}")
         if self.learning_rate is not None and (
             not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0
         ):
-            raise ZooError(
+            _invalid(
                 f"Expected learning_rate to be a number > 0. "
                 f"Received: learning_rate={self.learning_rate!r}"
             )
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ZooError(
+        if self.optimizer is not None and self.optimizer not in optimizers():
+            _invalid(
                 f"Unknown optimizer {self.optimizer!r}. "
-                f"Expected one of: {', '.join(sorted(OPTIMIZERS))}"
+                f"Expected one of: {', '.join(sorted(optimizers()))}"
             )
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < 0.5:
-                raise ZooError(
-                    f"Expected {name} to be a number in (0, 0.5). Received: {name}={value!r}"
-                )
+                _invalid(f"Expected {name} to be a number in (0, 0.5). Received: {name}={value!r}")
         if self.image_size is not None and (
             isinstance(self.image_size, bool)
             or not isinstance(self.image_size, int)
             or self.image_size < 1
         ):
-            raise ZooError(
+            _invalid(
                 "Expected image_size to be a positive int. "
                 f"Received: image_size={self.image_size!r}"
             )
         if self.distribute not in (None, *DISTRIBUTE_MODES):
             modes = ", ".join(map(repr, DISTRIBUTE_MODES))
-            raise ZooError(
+            _invalid(
                 f"Expected distribute to be None or one of {modes}. "
                 f"Received: distribute={self.distribute!r}"
             )
         if self.devices is not None and (
             isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1
         ):
-            raise ZooError(
-                f"Expected devices to be a positive int. Received: devices={self.devices!r}"
-            )
+            _invalid(f"Expected devices to be a positive int. Received: devices={self.devices!r}")
         if self.devices is not None and self.distribute is None:
-            raise ZooError(
+            _invalid(
                 f"Expected distribute='data' with devices. Received: devices={self.devices}, "
                 "distribute=None"
             )
-        if self.verbose not in ("auto", 0, 1, 2):
-            raise ZooError(
+        if self.verbose not in VERBOSITIES:
+            _invalid(
                 f"Expected verbose to be 'auto', 0, 1 or 2. Received: verbose={self.verbose!r}"
             )
 
@@ -150,21 +247,53 @@ class FitConfig:
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(options) - set(fields))
         if unknown:
-            raise ZooError(
+            _invalid(
                 f"Expected options from {', '.join(fields)}. Received unknown: {', '.join(unknown)}"
             )
         return cls(**options)
 
-    def make_optimizer(self, recommended=None) -> keras.optimizers.Optimizer:
-        """The optimizer asked for. Without a name, the model's `recommended`
-        one if any (with `learning_rate`, if given), else Adam at 5e-3."""
+    def make_optimizer(self, recommended=None):
+        """The `keras.optimizers.Optimizer` asked for. Without a name, the
+        model's `recommended` one if any (with `learning_rate`, if given),
+        else Adam at 5e-3."""
         if self.optimizer is None and recommended is not None:
             config = recommended.get_config()
             if self.learning_rate is not None:
                 config["learning_rate"] = self.learning_rate
             return type(recommended).from_config(config)
         name = self.optimizer or DEFAULT_OPTIMIZER
-        return OPTIMIZERS[name](learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE)
+        return optimizers()[name](learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def default(field):
+    """A `FitConfig` field's default value."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _docstring(cls):
+    """The class docstring with an `Args:` entry per field, from its `option`."""
+    entries = []
+    for field in dataclasses.fields(cls):
+        meaning = field.metadata["default_text"]
+        entries.append(
+            f"{field.name}: {field.metadata['help']}. Defaults to `{default(field)!r}`"
+            + (f": {meaning}." if meaning else ".")
+        )
+    wrapped = [textwrap.fill(entry, 72, subsequent_indent="    ") for entry in entries]
+    return f"{cls.__doc__.rstrip()}\n\n    Args:\n" + textwrap.indent(
+        "\n".join(wrapped), "        "
+    )
+
+
+FitConfig.__doc__ = _docstring(FitConfig)
+
+
+def _invalid(message):
+    from zoo.errors import ZooError  # zoo imports keras: only once an option is wrong
+
+    raise ZooError(message)

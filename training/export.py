@@ -25,24 +25,9 @@ import keras
 import numpy as np
 
 import zoo
+from training.formats import FORMATS, REQUIREMENTS
 from zoo import ZooError
 from zoo.safety import first_line
-
-FORMATS = ("onnx", "tf_saved_model", "torch")
-
-# Per format, the backends that export to it and the modules each needs beyond
-# its framework, ONNX Runtime to verify ONNX files included. Keras can also
-# write a SavedModel from torch, but only through torch_xla's StableHLO bridge,
-# which has no build for current torch releases.
-REQUIREMENTS = {
-    "onnx": {
-        "tensorflow": ("tf2onnx", "onnxruntime"),
-        "torch": ("onnx", "onnxscript", "onnxruntime"),
-        "jax": ("jax2onnx", "onnxruntime"),
-    },
-    "tf_saved_model": {"tensorflow": (), "jax": ("tensorflow",)},
-    "torch": {"torch": ()},
-}
 
 
 def export(model_path, format, output, overwrite=False) -> str:

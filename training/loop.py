@@ -18,8 +18,8 @@ from training import callbacks, checkpoints, distribute, outputs, performance, p
 from training.config import FitConfig
 from training.data import Dataset, fingerprint_arrays, from_arrays, load_dataset
 from training.seeding import make_deterministic, seed_everything
-from training.steps import CustomStepModel
 from zoo import ZooError
+from zoo.steps import CustomStepModel
 
 # Loss and metrics per task, for a model `net`. Zoo classifiers return logits;
 # binary ones a probability.

@@ -65,7 +65,8 @@ def configure(net) -> None:
 def kernels():
     """Runs the block on the active backend's faster kernels for Keras ops,
     where `training` has any (`training.torch_kernels`,
-    `training.tf_kernels`)."""
+    `training.tf_kernels`) and Keras is a version they were written for
+    (`zoo.patches`); Keras' own paths run elsewhere and after the block."""
     backend = keras.backend.backend()
     if backend == "torch":
         from training.torch_kernels import installed

@@ -8,12 +8,13 @@ optimiser then fuses the kernel's gradient with the bias's into oneDNN's
 unfused pair a plain add leads to, `Conv2DBackpropFilter` and `Sum`, took
 5.7 ms. The forward pass still fuses convolution, bias and activation.
 Same function: the tests compare outputs and gradients with Keras' own path.
+Installed on the Keras versions it was written for (`zoo.patches.KERAS_VERSIONS`).
 """
 
 import tensorflow as tf
 from keras.src.layers.convolutional.base_conv import BaseConv
 
-from training.patches import Patches
+from zoo.patches import KerasPatch
 
 _KERAS_CALL = BaseConv.call
 
@@ -25,7 +26,14 @@ def _conv_call(self, inputs):
     return outputs if self.activation is None else self.activation(outputs)
 
 
-_PATCHES = Patches((BaseConv, "call", _conv_call))
+KERNELS = KerasPatch(
+    "training's plain-add convolution bias on TensorFlow",
+    (BaseConv, "call", _conv_call),
+    written_for={
+        "keras.src.layers.convolutional.base_conv.BaseConv.call": "ca1f1ff7ee71514e",
+        "keras.src.layers.convolutional.base_conv.BaseConv.convolution_op": "11338f3149be6a3c",
+    },
+)
 # Runs a block with convolution biases added by `AddV2`. A step traced inside
 # keeps the graph it was traced with.
-installed = _PATCHES.installed
+installed = KERNELS.installed

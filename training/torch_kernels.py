@@ -1,5 +1,6 @@
 """Two paths of Keras 3.15's torch backend, run on torch's own kernels while
-`training` trains, evaluates and predicts (`performance.kernels()`).
+`training` trains, evaluates and predicts (`performance.kernels()`), on the
+Keras versions they were written for (`zoo.patches.KERAS_VERSIONS`).
 
 Measured on a 2-core CPU, `simple_cnn` at batch 128 (see the README's
 "Speed against native loops"):
@@ -19,13 +20,19 @@ Both compute the same function (the tests compare them with Keras' own paths);
 the batch variance comes from the fused kernel's inverse standard deviation.
 Anything else (masks, renormalisation, synchronized or non-float32 batch norm,
 other ranks) takes Keras' path.
+
+Keras' main branch (3.16) has added a pointwise-convolution fast path to
+`conv` on torch, which skips `_transpose_spatial_inputs` for 1x1 kernels:
+`KERNELS.written_for` holds `conv` and every other caller of the function
+replaced here, so that such a change fails a test before the range is
+widened.
 """
 
 import torch
 from keras.src.backend.torch import nn as torch_nn
 from keras.src.layers.normalization.batch_normalization import BatchNormalization
 
-from training.patches import Patches
+from zoo.patches import KerasPatch
 
 _KERAS_TRANSPOSE = torch_nn._transpose_spatial_inputs
 _KERAS_BATCH_NORM = BatchNormalization.call
@@ -76,9 +83,24 @@ def _batch_norm_call(self, inputs, training=None, mask=None):
     return torch.movedim(outputs, 1, axis)
 
 
-_PATCHES = Patches(
+KERNELS = KerasPatch(
+    "training's torch kernels for channels-last layout and BatchNormalization",
     (torch_nn, "_transpose_spatial_inputs", _to_channels_first),
     (BatchNormalization, "call", _batch_norm_call),
+    written_for={
+        "keras.src.backend.torch.nn._transpose_spatial_inputs": "ef6498d8ab66ab0d",
+        "keras.src.layers.normalization.batch_normalization.BatchNormalization.call": (
+            "31502bd832c5eb64"
+        ),
+        # Every caller of _transpose_spatial_inputs, which must take its
+        # channels-last view as they take Keras' contiguous copy.
+        "keras.src.backend.torch.nn.conv": "3d783ab74d5c3f4c",
+        "keras.src.backend.torch.nn.conv_transpose": "f2adbbe5dc3ca326",
+        "keras.src.backend.torch.nn.max_pool": "d95d3324af4b0969",
+        "keras.src.backend.torch.nn.average_pool": "af950ffb9697dca5",
+        "keras.src.backend.torch.nn.adaptive_average_pool": "eb14debbbff75379",
+        "keras.src.backend.torch.nn.adaptive_max_pool": "58a272171b374dfb",
+    },
 )
 # Runs a block with both paths on torch's kernels.
-installed = _PATCHES.installed
+installed = KERNELS.installed

@@ -6,22 +6,10 @@
 >>> model = zoo.create_model("simple_cnn", input_shape=(32, 32, 3))
 """
 
-# Importing a family registers its models.
-from zoo import (  # noqa: F401
-    cnn,
-    convert,
-    distillation,
-    gan,
-    linear,
-    mlp,
-    mobilenet,
-    resnet,
-    simclr,
-    text,
-    unet,
-    vae,
-    vit,
-)
+import sys
+
+# Importing the families (zoo/models/) registers their models.
+from zoo import convert, models  # noqa: F401
 from zoo.errors import ZooError
 from zoo.registry import (
     TASKS,
@@ -36,6 +24,12 @@ from zoo.registry import (
     register_model,
 )
 from zoo.saving import load_model, load_weights, save_model, save_weights
+
+# Each family is also `zoo.<family>`, where it lived before zoo/models/:
+# `from zoo import resnet`, `import zoo.text` and `from zoo.text import generate`
+# keep working, and name the same module as `zoo.models.text`.
+for _family in models.__all__:
+    globals()[_family] = sys.modules[f"zoo.{_family}"] = getattr(models, _family)
 
 __all__ = [
     "TASKS",

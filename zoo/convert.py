@@ -31,8 +31,9 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from zoo import safety, saving, vit
+from zoo import safety, saving
 from zoo.errors import ZooError
+from zoo.models import vit
 
 _STORAGE_DTYPES = {
     "FloatStorage": "<f4",

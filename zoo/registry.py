@@ -27,7 +27,7 @@ TASKS = (
     "language_modeling",
     # Per-pixel class logits.
     "segmentation",
-    # Subclassed models with a custom training step (training.steps):
+    # Subclassed models with a custom training step (zoo.steps):
     "generative",
     "distillation",
     "self_supervised",
@@ -226,7 +226,8 @@ def model_arguments(name: str) -> dict:
 
 
 def model_family(name: str) -> str:
-    """Returns the family (the file under `zoo/`) of a registered model without building it."""
+    """Returns the family (the file under `zoo/models/`) of a registered model,
+    without building it."""
     return _entry(name).family
 
 

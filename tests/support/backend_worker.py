@@ -27,7 +27,7 @@ from tiny import CUSTOM_STEP_TASKS, LARGE, TINY_KWARGS
 
 import zoo
 from training.backends import BACKENDS
-from training.steps import value_and_grad
+from zoo.steps import value_and_grad
 
 MODELS = [name for name in TINY_KWARGS if name not in LARGE]
 

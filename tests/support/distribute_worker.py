@@ -25,7 +25,7 @@ import zoo
 from training import distribute, pipeline
 from training.data import Dataset, load_dataset
 from training.loop import compile_for_task
-from training.steps import CustomStepModel, value_and_grad
+from zoo.steps import CustomStepModel, value_and_grad
 
 DEVICES = {"all": None}.get(sys.argv[3], sys.argv[3]) if len(sys.argv) > 3 else 2
 DEVICES = DEVICES and int(DEVICES)

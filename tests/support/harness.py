@@ -5,11 +5,20 @@ import os
 
 import keras
 import numpy as np
+from keras import ops
 
 import zoo
 from training.loop import compile_for_task
+from zoo.steps import OptimizerGroup
 
 BATCH = 5
+
+# Trainable weights whose gradient is exactly zero by design, and why.
+ZERO_GRADIENT = {
+    "wgan_gp_discriminator_score/bias": "the Wasserstein loss does not change when every "
+    "critic score shifts by the same constant, and the gradient penalty depends on input "
+    "gradients only",
+}
 
 
 def sample_batch(input_shape, task, num_classes=None, vocab_size=None, seed=0):
@@ -50,7 +59,8 @@ def layer_names(model):
 
 
 def run_model_test(name, init_kwargs, tmp_path):
-    """Checks build, output shape, config round-trip, predict, a training step
+    """Checks build, output shape, a `mixed_bfloat16` forward pass, config
+    round-trip, predict, a gradient for every trainable weight, training steps
     and `.keras` save/load for one registered model."""
     task = zoo.model_task(name)
     # Seeded: tests run in any order, on any xdist worker, and a model's
@@ -85,6 +95,8 @@ def run_model_test(name, init_kwargs, tmp_path):
     if task == "binary_classification":
         assert ((predictions >= 0) & (predictions <= 1)).all()
 
+    assert_mixed_bfloat16_forward(name, init_kwargs, x)
+
     # Every layer is named from the model's name, so weights map one to one.
     names = layer_names(model)
     assert names and all(n.startswith(f"{model.name}_") for n in names), names
@@ -95,19 +107,31 @@ def run_model_test(name, init_kwargs, tmp_path):
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone.predict(x, verbose=0), predictions, atol=1e-6)
 
+    # One training step, compiled as `fit` runs it: every trainable weight
+    # gets a gradient (timm's test_model_backward), as the model's own step
+    # computes it (Keras' trainer, or a custom step's value_and_grad).
+    compile_for_task(model, task, GradientProbe(learning_rate=1e-2))
+    first = model.train_on_batch(x, y, return_dict=True)
+    gradients = probed_gradients(model)
+    for variable in model.trainable_variables:
+        if variable.path not in ZERO_GRADIENT:
+            assert id(variable) in gradients, f"{variable.path} gets no gradient"
+            assert np.any(gradients[id(variable)]), f"{variable.path}'s gradient is zero"
+
     # Ten training steps lower the loss on their batch, measured in training
     # mode (inference-mode BatchNorm would also see its moving statistics
     # move). Not one tiny step: BatchNorm over a few near-equal values (tiny
     # inputs reach 1x1 maps) is noisier in float32 than such a step's gain.
     # Custom-step models have their own tests of which way each loss moves.
-    compile_for_task(model, task, keras.optimizers.SGD(learning_rate=1e-2))
     if task not in ("generative", "distillation", "self_supervised"):
-        before = float(model.train_on_batch(x, y, return_dict=True)["loss"])
+        before = float(first["loss"])
         for _ in range(9):
             model.train_on_batch(x, y)
         model.reset_metrics()  # the loss below is that of the 11th batch alone
         after = float(model.train_on_batch(x, y, return_dict=True)["loss"])
         assert np.isfinite(after) and after < before, (before, after)
+    # Saved with a Keras optimizer: safe loading refuses the test's own class.
+    compile_for_task(model, task, keras.optimizers.SGD(learning_rate=1e-2))
 
     # .keras save and load: same weights, same predictions, still compiled.
     path = os.path.join(tmp_path, f"{name}.keras")
@@ -118,3 +142,52 @@ def run_model_test(name, init_kwargs, tmp_path):
         np.testing.assert_array_equal(saved, restored)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert loaded.compiled
+
+
+class GradientProbe(keras.optimizers.SGD):
+    """SGD that keeps the absolute value of the last gradient it applied to
+    each variable, so that a test reads the gradients of the model's own
+    compiled training step on any backend (inside `jax.jit` as well)."""
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        # Ids, not the variables: an optimizer tracks the variables it holds as its own.
+        self.probed = [id(variable) for variable in variables]
+        self.gradients = [self.add_variable_from_reference(v, name="gradient") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        slot = self.gradients[self._get_variable_index(variable)]
+        slot.assign(ops.stop_gradient(ops.abs(ops.convert_to_tensor(gradient))))
+        super().update_step(gradient, variable, learning_rate)
+
+
+def probed_gradients(model):
+    """`{id(variable): |gradient|}` from the `GradientProbe`s of a model
+    compiled with one (one per optimizer group of a custom-step model)."""
+    optimizer = model.optimizer
+    probes = optimizer.members.values() if isinstance(optimizer, OptimizerGroup) else [optimizer]
+    return {
+        key: ops.convert_to_numpy(slot)
+        for probe in probes
+        for key, slot in zip(probe.probed, probe.gradients, strict=True)
+    }
+
+
+def assert_mixed_bfloat16_forward(name, init_kwargs, x):
+    """keras-hub's precision test: built under `mixed_bfloat16`, the model
+    keeps float32 variables, computes in bfloat16, and its outputs are finite."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = zoo.create_model(name, **init_kwargs)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    floats = {v.path: v.dtype for v in model.variables if "float" in v.dtype}
+    assert floats and set(floats.values()) == {"float32"}, floats
+    # predict compiles the whole forward pass once, where JAX would compile a
+    # kernel per operation for a direct call; it keeps the outputs' dtype.
+    outputs = model.predict(x, verbose=0)
+    assert keras.backend.standardize_dtype(outputs.dtype) == "bfloat16"
+    assert np.isfinite(outputs.astype("float32")).all()

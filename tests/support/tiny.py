@@ -43,10 +43,72 @@ TINY_KWARGS = {
     },
 }
 
+# Per registered model: arguments that must fail in one line saying what was
+# expected and received, and a pattern of that line. Each case is merged into
+# the model's TINY_KWARGS, so the arguments shown are the mistake.
+BAD_ARGUMENTS = {
+    "linear_regressor": [({"input_shape": (0,)}, "input_shape to be a tuple of positive ints")],
+    "logistic_regressor": [({"input_shape": "2"}, "input_shape to be a tuple of positive ints")],
+    "mlp": [
+        ({"input_shape": (0,)}, "positive ints"),
+        ({"num_classes": 0}, "num_classes to be a positive int"),
+        ({"dropout": 1.5}, r"dropout to be a number in \[0, 1\)"),
+    ],
+    "simple_cnn": [
+        ({"input_shape": (3, 3, 1)}, "at least 4"),
+        ({"input_shape": (8, 8)}, "3 positive ints"),
+    ],
+    "lenet5": [({"input_shape": "32x32"}, "3 positive ints")],
+    "dcgan": [
+        ({"input_shape": (6, 6, 1)}, "divisible by 4"),
+        ({"latent_dim": 0}, "latent_dim to be a positive int"),
+    ],
+    "wgan_gp": [({"critic_steps": 0}, "critic_steps to be a positive int")],
+    "vae": [({"hidden_units": 1.5}, "hidden_units to be a positive int")],
+    "distiller": [
+        ({"alpha": 2}, r"alpha in \[0, 1\]"),
+        ({"temperature": 0}, "temperature > 0"),
+    ],
+    "simclr": [({"width": 0}, "width to be a positive int")],
+    "lstm_classifier": [({"input_shape": (7, 1)}, "input_shape to be 1 positive int")],
+    "transformer_classifier": [({"embed_dim": 9}, "embed_dim divisible by num_heads")],
+    "mini_gpt": [({"vocab_size": 0}, "vocab_size to be a positive int")],
+    "unet_small": [
+        ({"input_shape": (10, 10, 1)}, "divisible by 4"),
+        ({"depth": 0}, "depth to be a positive int"),
+        ({"num_classes": 1.5}, "num_classes to be a positive int"),
+        ({"include_top": False, "pooling": "mean"}, "pooling to be one of"),
+    ],
+    "resnet18": [
+        ({"stem": "cifar"}, "stem to be one of"),
+        ({"pooling": "mean"}, "pooling to be one of"),
+        ({"stem": "imagenet"}, "at least 32"),  # a 16x16 input
+    ],
+    "resnet34": [({"num_classes": 0}, "num_classes to be a positive int")],
+    "resnet50": [({"pooling": "mean"}, "pooling to be one of")],
+    "mobilenet_v2": [
+        ({"pooling": "mean"}, "pooling to be one of"),
+        ({"alpha": 0}, "alpha to be a positive number"),
+        ({"alpha": "1.0"}, "alpha to be a positive number"),
+        ({"dropout": 1.0}, "dropout to be a number in"),
+        ({"num_classes": 0}, "num_classes to be a positive int"),
+        ({"input_shape": (32, 32)}, "input_shape to be 3 positive ints"),
+    ],
+    "vit_tiny": [
+        ({"input_shape": (18, 16, 3)}, r"divisible by patch_size=4\. Received: input_shape"),
+        ({"embed_dim": 9}, "embed_dim divisible by num_heads"),
+        ({"pooling": "max"}, "pooling to be one of"),
+        ({"pooling": None}, "when include_top=True"),
+        ({"depth": 0}, "depth to be a positive int"),
+        ({"patch_size": 0}, "patch_size to be a positive int"),
+        ({"dropout": -0.1}, "dropout to be a number in"),
+    ],
+}
+
 # Models too large for the default matrix: their tests run with --run-large.
 LARGE = ("resnet34", "resnet50")
 
-# The models with a custom training step (training.steps).
+# The models with a custom training step (zoo.steps).
 CUSTOM_STEP_TASKS = ("generative", "distillation", "self_supervised")
 
 

@@ -1,12 +1,15 @@
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
 import pytest
 
+import training
 import zoo
 from training import cli
 from training.backends import BACKENDS
@@ -118,9 +121,37 @@ def test_every_command_has_help(command, capsys):
     assert exit_.value.code == 0 and "--backend" in capsys.readouterr().out
 
 
-def test_fit_flag_defaults_are_fit_config_defaults():
+def test_every_fit_config_field_is_a_fit_flag_with_its_default():
+    args = vars(cli._parser().parse_args(["fit"]))
     config = FitConfig()
-    assert {name: getattr(config, name) for name in cli.FIT_DEFAULTS} == cli.FIT_DEFAULTS
+    assert {field.name: args[field.name] for field in dataclasses.fields(FitConfig)} == (
+        config.to_dict()
+    )
+
+
+def test_fit_flags_set_their_fields_and_reach_fit(monkeypatch):
+    received = {}
+
+    def fit(model, dataset, **options):
+        received.update(options)
+        return types.SimpleNamespace(output_dir=None)  # as a process other than the chief
+
+    monkeypatch.setattr(training, "fit", fit)
+    argv = "fit --epochs 3 --test-fraction 0.3 --verbose 0 --distribute data --devices 1"
+    argv += " --model-arg hidden_units=[4,2] --model-arg activation=gelu --deterministic"
+    assert cli._fit(cli._parser().parse_args(argv.split())) == 0
+    expected = dataclasses.replace(
+        FitConfig(),
+        epochs=3,
+        test_fraction=0.3,
+        verbose=0,
+        distribute="data",
+        devices=1,
+        model_kwargs={"hidden_units": (4, 2), "activation": "gelu"},
+        deterministic=True,
+        output_dir=os.path.join("runs", "simple_cnn-digits"),
+    )
+    assert received == expected.to_dict()
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ from runs import RUN_FILES
 
 import training
 import zoo
-from training import cli, distribute, pipeline
-from training.config import DISTRIBUTE_MODES, FitConfig
+from training import distribute, pipeline
+from training.config import FitConfig
 from training.data import load_dataset
 from zoo import ZooError
 
@@ -261,10 +261,6 @@ def test_global_batches_cut_the_last_batch_to_a_multiple():
 def test_bad_distribute_options_are_one_line(options, message):
     with pytest.raises(ZooError, match=message):
         FitConfig(**options)
-
-
-def test_cli_distribute_modes_match_the_config():
-    assert cli.DISTRIBUTE_MODES == DISTRIBUTE_MODES
 
 
 def test_a_built_model_is_refused():

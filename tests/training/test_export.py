@@ -113,10 +113,6 @@ def test_export_runs_in_its_runtime_as_in_keras(name, format, tmp_path, capsys):
     _check_matches_keras(model, format, output, kwargs["input_shape"], kwargs.get("vocab_size"))
 
 
-def test_cli_formats_are_the_library_formats():
-    assert cli.EXPORT_FORMATS == FORMATS
-
-
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch backend's unsupported format")
 def test_tf_saved_model_from_torch_is_refused_in_one_line():
     with pytest.raises(zoo.ZooError) as info:

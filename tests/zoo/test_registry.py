@@ -39,7 +39,7 @@ def test_registering_a_name_twice_is_refused():
         def mlp():  # noqa: F811 - the clash is the point
             pass
 
-    assert registry._REGISTRY["mlp"].builder.__module__ == "zoo.mlp"
+    assert registry._REGISTRY["mlp"].builder.__module__ == "zoo.models.mlp"
 
 
 def test_unknown_task_is_refused():

@@ -1,12 +1,27 @@
 """PyTorch: `torch.distributed`, one process per device, started by torchrun.
 
-Keras' guide to multi-GPU training with PyTorch wraps the model in
-`DistributedDataParallel` and writes its own loop. `model.fit` cannot go
-through that wrapper (Keras calls the model itself), and custom steps take
-gradients with `torch.autograd.grad`, which DDP does not support. So the
-processes do what DDP does, with `torch.distributed`'s collectives: they start
-from rank 0's weights, and average the gradients with `all_reduce` right
-before `optimizer.apply`, where Keras' trainer and custom steps meet.
+Written for Keras 3.15 (`zoo.patches.KERAS_VERSIONS`, `>=3.15.1,<3.16`), whose
+torch trainer knows nothing of `torch.distributed`. Keras' guide to multi-GPU
+training with PyTorch wraps the model in `DistributedDataParallel` and writes
+its own loop. `model.fit` cannot go through that wrapper (Keras 3.15 calls the
+model itself), and custom steps take gradients with `torch.autograd.grad`,
+which DDP does not support. So the processes do what DDP does, with
+`torch.distributed`'s collectives: they start from rank 0's weights, and
+average the gradients with `all_reduce` right before `optimizer.apply`, where
+Keras' trainer and custom steps meet (`OPTIMIZER_APPLY`, in place on each
+optimizer for the length of `fit`).
+
+Keras' main branch (3.16) wraps the model in `DistributedDataParallel` itself:
+its torch trainer's `make_train_function` calls `_initialize_ddp` whenever
+`torch.distributed` is initialized, `train_step` runs the wrapped model, so DDP
+averages the gradients during `backward()`, and `get_metrics_result`
+all-reduces the metrics. Averaging again at `optimizer.apply` would be a
+second all-reduce of every gradient each step. So outside 3.15,
+`OPTIMIZER_APPLY` is off (a warning says so) and Keras' own DDP averages the
+gradients of its trainer's steps; a written-once step, which DDP does not see,
+then trains each process on its own slices. The broadcast of rank 0's weights
+and the averaging of epoch logs stay: there they repeat what DDP and Keras'
+metrics have done.
 """
 
 import atexit
@@ -19,8 +34,9 @@ import torch
 import torch.distributed as dist
 
 from training.distribute import Replicas
-from training.steps import OptimizerGroup
 from zoo import ZooError
+from zoo.patches import KerasPatch
+from zoo.steps import OptimizerGroup
 
 # torchrun sets these for every process it starts.
 _TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
@@ -66,27 +82,48 @@ def _start_process_group():
     atexit.register(dist.destroy_process_group)
 
 
+OPTIMIZER_APPLY = KerasPatch(
+    "training's averaging of gradients over torch processes at optimizer.apply",
+    written_for={
+        # The method replaced, on each optimizer of the model, for one fit.
+        "keras.src.optimizers.base_optimizer.BaseOptimizer.apply": "43097be63b919d03",
+        # Keras 3.15's trainer calls it once a step with every gradient; 3.16
+        # wraps the model in DistributedDataParallel here.
+        "keras.src.backend.torch.trainer.TorchTrainer.train_step": "a638d4455d8fced6",
+        "keras.src.backend.torch.trainer.TorchTrainer.make_train_function": "280aed779362a2df",
+    },
+)
+
+
 class SyncReplicas(keras.callbacks.Callback):
     """Keeps the processes' models equal, as DDP does.
 
-    At the start, every process takes rank 0's weights; each
-    `optimizer.apply(grads, ...)` first averages `grads` over the processes;
-    epoch logs are averaged, so they describe the global batches; at the end,
-    the non-trainable weights (BatchNorm statistics, which each process
-    gathered from its own slices) are rank 0's, as DDP's buffers are.
+    At the start, every process takes rank 0's weights; until the end, each
+    `optimizer.apply(grads, ...)` first averages `grads` over the processes
+    (`OPTIMIZER_APPLY`); epoch logs are averaged, so they describe the global
+    batches; at the end, the non-trainable weights (BatchNorm statistics,
+    which each process gathered from its own slices) are rank 0's, as DDP's
+    buffers are.
     """
 
     def on_train_begin(self, logs=None):
         _broadcast(self.model.weights)
         optimizer = self.model.optimizer
-        self._optimizers = (
+        members = (
             list(optimizer.members.values())
             if isinstance(optimizer, OptimizerGroup)
             else [optimizer]
         )
-        for member in self._optimizers:
-            # An instance attribute shadows the method until on_train_end.
-            member.apply = functools.partial(_apply_mean, member.apply)
+        # An instance attribute shadows each optimizer's method until on_train_end.
+        self._averaging = contextlib.ExitStack()
+        self._averaging.enter_context(
+            OPTIMIZER_APPLY.installed(
+                *[
+                    (member, "apply", functools.partial(_apply_mean, member.apply))
+                    for member in members
+                ]
+            )
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         # Keras hands every callback the same dict, History last: averaged in
@@ -99,8 +136,7 @@ class SyncReplicas(keras.callbacks.Callback):
                 logs[name] = value
 
     def on_train_end(self, logs=None):
-        for member in self._optimizers:
-            del member.apply
+        self._averaging.close()
         _broadcast(self.model.non_trainable_weights)
 
 

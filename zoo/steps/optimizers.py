@@ -4,6 +4,8 @@
 import keras
 
 
+# Registered under `training`, where it was first defined: the .keras files
+# saved since name it `training>OptimizerGroup`.
 @keras.saving.register_keras_serializable(package="training")
 class OptimizerGroup(keras.optimizers.Optimizer):
     """Named optimizers, each updating its own variables.

@@ -4,7 +4,7 @@ import pytest
 
 import training
 import zoo
-from zoo.unet import feature_maps
+from zoo.models.unet import feature_maps
 
 
 def test_output_keeps_the_input_resolution_and_features_are_named():
@@ -38,20 +38,6 @@ def test_headless_returns_the_last_decoder_features(pooling, shape):
         "max": lambda f: f.max(axis=(1, 2)),
     }
     np.testing.assert_allclose(model.predict(x, verbose=0), reduce[pooling](features), atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"input_shape": (20, 20, 3)}, "divisible by 8"),
-        ({"depth": 0}, "depth to be a positive int"),
-        ({"num_classes": 1.5}, "num_classes to be a positive int"),
-        ({"include_top": False, "pooling": "mean"}, "pooling to be one of"),
-    ],
-)
-def test_bad_arguments_fail_in_one_line(kwargs, message):
-    with pytest.raises(zoo.ZooError, match=message):
-        zoo.create_model("unet_small", **kwargs)
 
 
 def test_segmentation_data_labels_each_digit_s_strokes():

@@ -5,9 +5,9 @@ import math
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks, layout
 from zoo.registry import register_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -19,7 +19,7 @@ class VAE(CustomStepModel):
     KL divergence to the unit Gaussian prior.
     """
 
-    def __init__(self, input_shape=(28, 28, 1), latent_dim=16, hidden_units=256, **kwargs):
+    def __init__(self, *, input_shape=(28, 28, 1), latent_dim=16, hidden_units=256, **kwargs):
         super().__init__(**kwargs)
         name = self.name
         self.image_shape = checks.shape(input_shape, model=name)
@@ -122,7 +122,7 @@ class VAE(CustomStepModel):
     source="https://keras.io/examples/generative/vae/",
     paper="Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014",
 )
-def vae(input_shape=(28, 28, 1), latent_dim=16, hidden_units=256, name="vae"):
+def vae(*, input_shape=(28, 28, 1), latent_dim=16, hidden_units=256, name="vae"):
     """Variational autoencoder with MLP encoder and decoder.
 
     Args:

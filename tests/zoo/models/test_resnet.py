@@ -1,7 +1,7 @@
 import pytest
 
 import zoo
-from zoo.resnet import feature_maps
+from zoo.models.resnet import feature_maps
 
 
 @pytest.mark.parametrize(
@@ -46,16 +46,3 @@ def test_small_stem_keeps_32x32_resolution_and_features_are_named():
         "layer3": (None, 8, 8, 256),
         "layer4": (None, 4, 4, 512),
     }
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"stem": "cifar"}, "stem to be one of"),
-        ({"pooling": "mean"}, "pooling to be one of"),
-        ({"input_shape": (16, 16, 3)}, "at least 32"),
-    ],
-)
-def test_bad_arguments_fail_in_one_line(kwargs, message):
-    with pytest.raises(zoo.ZooError, match=message):
-        zoo.create_model("resnet18", **kwargs)

@@ -7,13 +7,13 @@ critic loss holds a gradient penalty: the gradient of a gradient.
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks, layout
 from zoo.errors import ZooError
 from zoo.registry import register_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
-def _image_layout(input_shape, name):
+def _image_layout(input_shape, *, name):
     """Returns `(shape, (height, width), channels)`; sizes must divide by 4."""
     shape, (height, width) = checks.image_shape(input_shape, model=name, min_size=4)
     if height % 4 or width % 4:
@@ -24,10 +24,10 @@ def _image_layout(input_shape, name):
     return shape, (height, width), shape[-1] if layout.channels_last() else shape[0]
 
 
-def build_generator(input_shape, latent_dim, name):
+def build_generator(*, input_shape, latent_dim, name):
     """Noise `(latent_dim,)` → an image in [0, 1]: dense, then two 2x
     transposed convolutions, each followed by BatchNorm and ReLU."""
-    _, (height, width), channels = _image_layout(input_shape, name)
+    _, (height, width), channels = _image_layout(input_shape, name=name)
     start = (
         (height // 4, width // 4, 128) if layout.channels_last() else (128, height // 4, width // 4)
     )
@@ -49,13 +49,13 @@ def build_generator(input_shape, latent_dim, name):
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_critic(input_shape, name):
+def build_critic(*, input_shape, name):
     """An image → one unbounded score: two strided convolutions with LeakyReLU.
 
     No BatchNorm: the gradient penalty is per sample, which batch statistics
     would break.
     """
-    shape, _, _ = _image_layout(input_shape, name)
+    shape, _, _ = _image_layout(input_shape, name=name)
     inputs = keras.Input(shape=shape, name=f"{name}_image")
     x = inputs
     for i, filters in enumerate((64, 128), start=1):
@@ -71,12 +71,16 @@ class _GAN(CustomStepModel):
 
     optimizer_groups = ("generator", "discriminator")
 
-    def __init__(self, input_shape=(28, 28, 1), latent_dim=64, **kwargs):
+    def __init__(self, *, input_shape=(28, 28, 1), latent_dim=64, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(input_shape)
         self.latent_dim = checks.positive_int(latent_dim, name="latent_dim", model=self.name)
-        self.generator = build_generator(input_shape, latent_dim, f"{self.name}_generator")
-        self.discriminator = build_critic(input_shape, f"{self.name}_discriminator")
+        self.generator = build_generator(
+            input_shape=input_shape, latent_dim=latent_dim, name=f"{self.name}_generator"
+        )
+        self.discriminator = build_critic(
+            input_shape=input_shape, name=f"{self.name}_discriminator"
+        )
         self.seed_generator = keras.random.SeedGenerator(name=f"{self.name}_seed")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -116,8 +120,8 @@ class _GAN(CustomStepModel):
 class DCGAN(_GAN):
     """DCGAN: the non-saturating GAN loss, binary cross-entropy on logits."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.bce = keras.losses.BinaryCrossentropy(from_logits=True)
 
     @property
@@ -172,8 +176,8 @@ class WGANGP(_GAN):
     # The WGAN-GP paper's Adam betas, with keras-io's learning rate.
     adam = {"learning_rate": 2e-4, "beta_1": 0.5, "beta_2": 0.9}
 
-    def __init__(self, *args, critic_steps=3, gp_weight=10.0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, critic_steps=3, gp_weight=10.0, **kwargs):
+        super().__init__(**kwargs)
         self.critic_steps = checks.positive_int(critic_steps, name="critic_steps", model=self.name)
         self.gp_weight = float(gp_weight)
         self.gp_tracker = keras.metrics.Mean(name="gradient_penalty")
@@ -184,7 +188,8 @@ class WGANGP(_GAN):
 
     def gradient_penalty(self, real, fake, alpha):
         """Mean of (||d critic / d x||_2 - 1)^2 at `x = real + alpha (fake - real)`."""
-        mixed = real + alpha * (fake - real)
+        # ops, not operators: `real` may be a NumPy array (train_on_batch on torch).
+        mixed = ops.add(real, alpha * ops.subtract(fake, real))
         _, grads = value_and_grad(lambda x: ops.sum(self.discriminator(x, training=True)), mixed)
         norms = ops.sqrt(ops.sum(ops.square(grads), axis=(1, 2, 3)) + 1e-12)
         return ops.mean(ops.square(norms - 1.0))
@@ -252,7 +257,7 @@ class WGANGP(_GAN):
     paper="Radford et al., Unsupervised Representation Learning with Deep "
     "Convolutional GANs, ICLR 2016",
 )
-def dcgan(input_shape=(28, 28, 1), latent_dim=64, name="dcgan"):
+def dcgan(*, input_shape=(28, 28, 1), latent_dim=64, name="dcgan"):
     """DCGAN: a BatchNorm generator and a convolutional discriminator.
 
     Args:
@@ -269,7 +274,9 @@ def dcgan(input_shape=(28, 28, 1), latent_dim=64, name="dcgan"):
     source="https://keras.io/examples/generative/wgan_gp/",
     paper="Gulrajani et al., Improved Training of Wasserstein GANs, NeurIPS 2017",
 )
-def wgan_gp(input_shape=(28, 28, 1), latent_dim=64, critic_steps=3, gp_weight=10.0, name="wgan_gp"):
+def wgan_gp(
+    *, input_shape=(28, 28, 1), latent_dim=64, critic_steps=3, gp_weight=10.0, name="wgan_gp"
+):
     """WGAN-GP: a Wasserstein critic with a gradient penalty.
 
     Args:

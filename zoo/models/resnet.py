@@ -10,62 +10,66 @@ convolutions and the stem's max pool), the padding is an explicit
 import keras
 
 from zoo import checks, layout
+from zoo.models._blocks import POOLINGS, apply_padded_conv, apply_pooling, batch_norm
 from zoo.registry import register_model
 
-BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
-BN_MOMENTUM = 0.9  # torch's momentum=0.1, as Keras counts it
 STEMS = ("imagenet", "small")
-POOLINGS = (None, "avg", "max")
 
 
-def _conv_bn(x, filters, kernel_size, strides, name, bn_name, relu):
+def _conv_bn(x, filters, kernel_size, *, strides, name, bn_name, relu):
     """A bias-free convolution (torch-style symmetric padding) and BatchNorm."""
-    if kernel_size > 1 and strides > 1:
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    x = keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name
-    )(x)
-    x = keras.layers.BatchNormalization(
-        axis=layout.channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=bn_name
-    )(x)
+    x = apply_padded_conv(x, filters, kernel_size, strides=strides, name=name)
+    x = batch_norm(bn_name)(x)
     return keras.layers.ReLU(name=f"{bn_name}_relu")(x) if relu else x
 
 
-def apply_basic_block(x, filters, strides, name):
+def apply_basic_block(x, filters, *, strides, name):
     """torchvision's `BasicBlock`: two 3x3 convolutions and a shortcut."""
     shortcut = x
-    y = _conv_bn(x, filters, 3, strides, f"{name}_conv1", f"{name}_bn1", relu=True)
-    y = _conv_bn(y, filters, 3, 1, f"{name}_conv2", f"{name}_bn2", relu=False)
+    y = _conv_bn(
+        x, filters, 3, strides=strides, name=f"{name}_conv1", bn_name=f"{name}_bn1", relu=True
+    )
+    y = _conv_bn(y, filters, 3, strides=1, name=f"{name}_conv2", bn_name=f"{name}_bn2", relu=False)
     if strides != 1 or x.shape[layout.channel_axis()] != filters:
-        shortcut = _conv_bn(
-            x, filters, 1, strides, f"{name}_downsample_0", f"{name}_downsample_1", relu=False
-        )
+        shortcut = _downsample(x, filters, strides=strides, name=name)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def apply_bottleneck_block(x, filters, strides, name):
+def apply_bottleneck_block(x, filters, *, strides, name):
     """torchvision's `Bottleneck` (ResNet v1.5: the stride is on the 3x3)."""
     shortcut = x
-    y = _conv_bn(x, filters, 1, 1, f"{name}_conv1", f"{name}_bn1", relu=True)
-    y = _conv_bn(y, filters, 3, strides, f"{name}_conv2", f"{name}_bn2", relu=True)
-    y = _conv_bn(y, filters * 4, 1, 1, f"{name}_conv3", f"{name}_bn3", relu=False)
+    y = _conv_bn(x, filters, 1, strides=1, name=f"{name}_conv1", bn_name=f"{name}_bn1", relu=True)
+    y = _conv_bn(
+        y, filters, 3, strides=strides, name=f"{name}_conv2", bn_name=f"{name}_bn2", relu=True
+    )
+    y = _conv_bn(
+        y, filters * 4, 1, strides=1, name=f"{name}_conv3", bn_name=f"{name}_bn3", relu=False
+    )
     if strides != 1 or x.shape[layout.channel_axis()] != filters * 4:
-        shortcut = _conv_bn(
-            x, filters * 4, 1, strides, f"{name}_downsample_0", f"{name}_downsample_1", relu=False
-        )
+        shortcut = _downsample(x, filters * 4, strides=strides, name=name)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def _apply_stem(x, stem, name):
+def _downsample(x, filters, *, strides, name):
+    """torchvision's `downsample`: a 1x1 convolution and BatchNorm on the shortcut."""
+    return _conv_bn(
+        x,
+        filters,
+        1,
+        strides=strides,
+        name=f"{name}_downsample_0",
+        bn_name=f"{name}_downsample_1",
+        relu=False,
+    )
+
+
+def _apply_stem(x, *, stem, name):
     if stem == "small":
         # For 32x32 inputs: a 3x3 stride-1 convolution and no max pool.
-        return _conv_bn(x, 64, 3, 1, f"{name}_conv1", f"{name}_bn1", relu=True)
-    x = _conv_bn(x, 64, 7, 2, f"{name}_conv1", f"{name}_bn1", relu=True)
+        return _conv_bn(x, 64, 3, strides=1, name=f"{name}_conv1", bn_name=f"{name}_bn1", relu=True)
+    x = _conv_bn(x, 64, 7, strides=2, name=f"{name}_conv1", bn_name=f"{name}_bn1", relu=True)
     # Zero padding equals torch's -inf padding here: the inputs are post-ReLU.
     x = keras.layers.ZeroPadding2D(1, name=f"{name}_maxpool_pad")(x)
     return keras.layers.MaxPooling2D(3, strides=2, name=f"{name}_maxpool")(x)
@@ -74,6 +78,7 @@ def _apply_stem(x, stem, name):
 def build_resnet(
     block,
     stage_depths,
+    *,
     input_shape,
     num_classes,
     include_top,
@@ -104,19 +109,18 @@ def build_resnet(
 
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
-    x = _apply_stem(inputs, stem, name)
+    x = _apply_stem(inputs, stem=stem, name=name)
     for stage, depth in enumerate(stage_depths, start=1):
         filters = 64 * 2 ** (stage - 1)
         for index in range(depth):
             strides = 2 if stage > 1 and index == 0 else 1
-            x = block(x, filters, strides, name=f"{name}_layer{stage}_{index}")
+            x = block(x, filters, strides=strides, name=f"{name}_layer{stage}_{index}")
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
         x = keras.layers.Dense(num_classes, name=f"{name}_fc")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name=f"{name}_maxpool_out")(x)
+    else:
+        # `_maxpool` is the stem's.
+        x = apply_pooling(x, pooling, avg_name=f"{name}_avgpool", max_name=f"{name}_maxpool_out")
     return keras.Model(inputs, x, name=name)
 
 
@@ -139,6 +143,7 @@ _SOURCE = "https://github.com/pytorch/vision/blob/main/torchvision/models/resnet
 
 @register_model(task="classification", source=_SOURCE, paper=_PAPER)
 def resnet18(
+    *,
     input_shape=(224, 224, 3),
     num_classes=1000,
     include_top=True,
@@ -156,13 +161,13 @@ def resnet18(
         stem: `"imagenet"` or `"small"` (for 32x32 images). Defaults to `"imagenet"`.
         name: model name, the prefix of every layer name. Defaults to `"resnet18"`.
     """
-    return build_resnet(
-        apply_basic_block, (2, 2, 2, 2), input_shape, num_classes, include_top, pooling, stem, name
-    )
+    # `locals()` holds exactly the arguments above, passed on by name.
+    return build_resnet(apply_basic_block, (2, 2, 2, 2), **locals())
 
 
 @register_model(task="classification", source=_SOURCE, paper=_PAPER)
 def resnet34(
+    *,
     input_shape=(224, 224, 3),
     num_classes=1000,
     include_top=True,
@@ -171,13 +176,12 @@ def resnet34(
     name="resnet34",
 ):
     """ResNet-34: basic blocks, 3-4-6-3. Arguments as `resnet18`."""
-    return build_resnet(
-        apply_basic_block, (3, 4, 6, 3), input_shape, num_classes, include_top, pooling, stem, name
-    )
+    return build_resnet(apply_basic_block, (3, 4, 6, 3), **locals())
 
 
 @register_model(task="classification", source=_SOURCE, paper=_PAPER)
 def resnet50(
+    *,
     input_shape=(224, 224, 3),
     num_classes=1000,
     include_top=True,
@@ -186,13 +190,4 @@ def resnet50(
     name="resnet50",
 ):
     """ResNet-50: bottleneck blocks (v1.5), 3-4-6-3. Arguments as `resnet18`."""
-    return build_resnet(
-        apply_bottleneck_block,
-        (3, 4, 6, 3),
-        input_shape,
-        num_classes,
-        include_top,
-        pooling,
-        stem,
-        name,
-    )
+    return build_resnet(apply_bottleneck_block, (3, 4, 6, 3), **locals())

@@ -13,7 +13,7 @@ _LENET_FIELD = 32
     task="classification",
     source="https://www.tensorflow.org/tutorials/images/cnn",
 )
-def simple_cnn(input_shape=(64, 64, 3), num_classes=10, name="simple_cnn"):
+def simple_cnn(*, input_shape=(64, 64, 3), num_classes=10, name="simple_cnn"):
     """One conv layer, max pooling and two dense layers, returning logits.
 
     `Conv2D(32, 3, relu)` → `MaxPool(2)` → `Flatten` → `Dense(64, relu)` →
@@ -46,7 +46,7 @@ def simple_cnn(input_shape=(64, 64, 3), num_classes=10, name="simple_cnn"):
     source="http://yann.lecun.com/exdb/lenet/",
     paper="LeCun et al., Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998",
 )
-def lenet5(input_shape=(32, 32, 1), num_classes=10, name="lenet5"):
+def lenet5(*, input_shape=(32, 32, 1), num_classes=10, name="lenet5"):
     """LeNet-5: tanh convolutions with average pooling, returning logits.
 
     Images smaller than 32x32 are zero-padded to 32x32 first, as the paper did

@@ -10,31 +10,30 @@ has the input's size, so no cropping) and followed by BatchNorm.
 import keras
 
 from zoo import checks, layout
+from zoo.models._blocks import POOLINGS, apply_padded_conv, apply_pooling, batch_norm
 from zoo.registry import register_model
-from zoo.resnet import BN_EPSILON, POOLINGS
+
+# Keras' default: this U-Net is not a port, and has always trained with it.
+BN_MOMENTUM = 0.99
 
 
-def apply_double_conv(x, filters, name):
+def apply_double_conv(x, filters, *, name):
     """Two 3x3 convolutions, each followed by BatchNorm and ReLU."""
     for index in (1, 2):
-        x = keras.layers.Conv2D(
-            filters, 3, padding="same", use_bias=False, name=f"{name}_conv{index}"
-        )(x)
-        x = keras.layers.BatchNormalization(
-            axis=layout.channel_axis(), epsilon=BN_EPSILON, name=f"{name}_bn{index}"
-        )(x)
+        x = apply_padded_conv(x, filters, 3, strides=1, name=f"{name}_conv{index}")
+        x = batch_norm(f"{name}_bn{index}", momentum=BN_MOMENTUM)(x)
         x = keras.layers.ReLU(name=f"{name}_relu{index}")(x)
     return x
 
 
-def apply_up_block(x, skip, filters, name):
+def apply_up_block(x, skip, filters, *, name):
     """Upsamples `x` 2x, concatenates the encoder's `skip` and convolves."""
     x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
     x = keras.layers.Concatenate(axis=layout.channel_axis(), name=f"{name}_concat")([skip, x])
-    return apply_double_conv(x, filters, name)
+    return apply_double_conv(x, filters, name=name)
 
 
-def build_unet(input_shape, num_classes, filters, depth, include_top, pooling, name):
+def build_unet(*, input_shape, num_classes, filters, depth, include_top, pooling, name):
     """Builds a U-Net as a Functional model.
 
     Args:
@@ -58,18 +57,18 @@ def build_unet(input_shape, num_classes, filters, depth, include_top, pooling, n
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
     x, skips = inputs, []
     for level in range(1, depth + 1):
-        x = apply_double_conv(x, filters * 2 ** (level - 1), f"{name}_down{level}")
+        x = apply_double_conv(x, filters * 2 ** (level - 1), name=f"{name}_down{level}")
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"{name}_down{level}_pool")(x)
-    x = apply_double_conv(x, filters * 2**depth, f"{name}_bottleneck")
+    x = apply_double_conv(x, filters * 2**depth, name=f"{name}_bottleneck")
     for level in range(depth, 0, -1):
-        x = apply_up_block(x, skips[level - 1], filters * 2 ** (level - 1), f"{name}_up{level}")
+        x = apply_up_block(
+            x, skips[level - 1], filters * 2 ** (level - 1), name=f"{name}_up{level}"
+        )
     if include_top:
         x = keras.layers.Conv2D(num_classes, 1, name=f"{name}_head")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name=f"{name}_maxpool")(x)
+    else:
+        x = apply_pooling(x, pooling, avg_name=f"{name}_avgpool", max_name=f"{name}_maxpool")
     return keras.Model(inputs, x, name=name)
 
 
@@ -92,6 +91,7 @@ def feature_maps(model):
     "Segmentation, MICCAI 2015",
 )
 def unet_small(
+    *,
     input_shape=(128, 128, 3),
     num_classes=2,
     filters=16,
@@ -115,4 +115,12 @@ def unet_small(
             (a vector per image). Defaults to `None`.
         name: model name, the prefix of every layer name. Defaults to `"unet_small"`.
     """
-    return build_unet(input_shape, num_classes, filters, depth, include_top, pooling, name)
+    return build_unet(
+        input_shape=input_shape,
+        num_classes=num_classes,
+        filters=filters,
+        depth=depth,
+        include_top=include_top,
+        pooling=pooling,
+        name=name,
+    )

@@ -2,7 +2,7 @@ import jax
 from keras import StatelessScope, tree
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
-from training.steps._common import pack_grads, split_wrt
+from zoo.steps._common import pack_grads, split_wrt
 
 __all__ = ["StepMixin", "value_and_grad"]
 

@@ -11,8 +11,8 @@ import keras
 
 from zoo import checks, layout
 from zoo.errors import ZooError
+from zoo.models._blocks import POOLINGS, apply_padded_conv, apply_pooling, batch_norm
 from zoo.registry import register_model
-from zoo.resnet import BN_EPSILON, BN_MOMENTUM, POOLINGS
 
 # torchvision's inverted_residual_setting: expansion t, channels c, repeats n, stride s.
 INVERTED_RESIDUAL_SETTING = (
@@ -36,37 +36,21 @@ def make_divisible(value, divisor=8):
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def _batch_norm(name):
-    return keras.layers.BatchNormalization(
-        axis=layout.channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
-    )
-
-
-def apply_conv_bn_relu6(x, filters, kernel_size, strides, name, depthwise=False):
+def apply_conv_bn_relu6(x, filters, kernel_size, *, strides, name, depthwise=False):
     """torchvision's `Conv2dNormActivation` with ReLU6: `{name}_0` is the
     bias-free convolution, `{name}_1` the BatchNorm, `{name}_2` the ReLU6.
 
     With `depthwise=True` the convolution is depthwise (`groups=channels` in
     torch) and `filters` is ignored.
     """
-    if kernel_size > 1 and strides > 1:
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_0_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    if depthwise:
-        x = keras.layers.DepthwiseConv2D(
-            kernel_size, strides=strides, padding=padding, use_bias=False, name=f"{name}_0"
-        )(x)
-    else:
-        x = keras.layers.Conv2D(
-            filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=f"{name}_0"
-        )(x)
-    x = _batch_norm(f"{name}_1")(x)
+    x = apply_padded_conv(
+        x, filters, kernel_size, strides=strides, name=f"{name}_0", depthwise=depthwise
+    )
+    x = batch_norm(f"{name}_1")(x)
     return keras.layers.ReLU(max_value=6.0, name=f"{name}_2")(x)
 
 
-def apply_inverted_residual(x, filters, strides, expand_ratio, name):
+def apply_inverted_residual(x, filters, *, strides, expand_ratio, name):
     """torchvision's `InvertedResidual`: a 1x1 expansion (unless `expand_ratio`
     is 1), a 3x3 depthwise convolution, a linear 1x1 projection, and a residual
     connection when the shape is unchanged."""
@@ -75,17 +59,19 @@ def apply_inverted_residual(x, filters, strides, expand_ratio, name):
     index = 0
     if expand_ratio != 1:
         hidden = int(round(in_channels * expand_ratio))
-        y = apply_conv_bn_relu6(y, hidden, 1, 1, name=f"{name}_conv_0")
+        y = apply_conv_bn_relu6(y, hidden, 1, strides=1, name=f"{name}_conv_0")
         index = 1
-    y = apply_conv_bn_relu6(y, None, 3, strides, name=f"{name}_conv_{index}", depthwise=True)
+    y = apply_conv_bn_relu6(
+        y, None, 3, strides=strides, name=f"{name}_conv_{index}", depthwise=True
+    )
     y = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv_{index + 1}")(y)
-    y = _batch_norm(f"{name}_conv_{index + 2}")(y)
+    y = batch_norm(f"{name}_conv_{index + 2}")(y)
     if strides == 1 and in_channels == filters:
         y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
 
 
-def build_mobilenet_v2(input_shape, num_classes, include_top, pooling, alpha, dropout, name):
+def build_mobilenet_v2(*, input_shape, num_classes, include_top, pooling, alpha, dropout, name):
     """Builds a MobileNetV2 as a Functional model.
 
     Args:
@@ -108,28 +94,28 @@ def build_mobilenet_v2(input_shape, num_classes, include_top, pooling, alpha, dr
 
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
-    x = apply_conv_bn_relu6(inputs, make_divisible(32 * alpha), 3, 2, name=f"{name}_features_0")
+    x = apply_conv_bn_relu6(
+        inputs, make_divisible(32 * alpha), 3, strides=2, name=f"{name}_features_0"
+    )
     index = 1
     for expand_ratio, channels, repeats, stride in INVERTED_RESIDUAL_SETTING:
         for repeat in range(repeats):
             x = apply_inverted_residual(
                 x,
                 make_divisible(channels * alpha),
-                stride if repeat == 0 else 1,
-                expand_ratio,
+                strides=stride if repeat == 0 else 1,
+                expand_ratio=expand_ratio,
                 name=f"{name}_features_{index}",
             )
             index += 1
     last_channels = make_divisible(1280 * max(1.0, alpha))
-    x = apply_conv_bn_relu6(x, last_channels, 1, 1, name=f"{name}_features_{index}")
+    x = apply_conv_bn_relu6(x, last_channels, 1, strides=1, name=f"{name}_features_{index}")
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
         x = keras.layers.Dropout(dropout, name=f"{name}_classifier_0")(x)
         x = keras.layers.Dense(num_classes, name=f"{name}_classifier_1")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name=f"{name}_maxpool")(x)
+    else:
+        x = apply_pooling(x, pooling, avg_name=f"{name}_avgpool", max_name=f"{name}_maxpool")
     return keras.Model(inputs, x, name=name)
 
 
@@ -161,6 +147,7 @@ _SOURCE = "https://github.com/pytorch/vision/blob/main/torchvision/models/mobile
 
 @register_model(task="classification", source=_SOURCE, paper=_PAPER)
 def mobilenet_v2(
+    *,
     input_shape=(224, 224, 3),
     num_classes=1000,
     include_top=True,
@@ -186,4 +173,12 @@ def mobilenet_v2(
 
     >>> model = zoo.create_model("mobilenet_v2", input_shape=(96, 96, 3), alpha=0.5)
     """
-    return build_mobilenet_v2(input_shape, num_classes, include_top, pooling, alpha, dropout, name)
+    return build_mobilenet_v2(
+        input_shape=input_shape,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        alpha=alpha,
+        dropout=dropout,
+        name=name,
+    )

@@ -30,16 +30,18 @@ BatchNorm statistics, seed generators, every optimizer's slots, metrics), and th
 new values are read back from it, so no update is dropped.
 
 The backend-specific code is in `_tensorflow.py`, `_torch.py` and `_jax.py`,
-one of which is chosen when this module is imported.
+one of which is chosen when this module is imported. It lives in `zoo` because
+zoo's GANs, VAE, SimCLR and distiller are written with it, and `zoo` imports
+nothing from `training`; `training.steps` re-exports it.
 """
 
 import importlib
 
 import keras
 
-from training.steps.optimizers import OptimizerGroup
+from zoo.steps.optimizers import OptimizerGroup
 
-_backend = importlib.import_module(f"training.steps._{keras.backend.backend()}")
+_backend = importlib.import_module(f"zoo.steps._{keras.backend.backend()}")
 
 #: `value_and_grad(fn, wrt, has_aux=False) -> (value, grads)`.
 #:

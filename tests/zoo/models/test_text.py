@@ -5,7 +5,7 @@ import pytest
 import training
 import zoo
 from training.data import load_dataset
-from zoo.text import generate
+from zoo.models.text import generate
 
 
 def test_sequence_order_labels_depend_on_order_alone():

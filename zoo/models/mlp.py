@@ -11,6 +11,7 @@ from zoo.registry import register_model
     source="https://www.tensorflow.org/tutorials/quickstart/beginner",
 )
 def mlp(
+    *,
     input_shape=(784,),
     num_classes=10,
     hidden_units=(128,),

@@ -3,8 +3,8 @@ import threading
 import torch
 from keras import tree
 
-from training.steps._common import pack_grads, split_wrt
-from training.steps._stateful import StepMixin
+from zoo.steps._common import pack_grads, split_wrt
+from zoo.steps._stateful import StepMixin
 
 __all__ = ["StepMixin", "value_and_grad"]
 

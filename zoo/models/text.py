@@ -3,7 +3,6 @@ classifier with token and position embeddings, and `mini_gpt`, a causal decoder
 with `generate` for sampling on any backend."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from zoo import checks
@@ -18,7 +17,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     Sequences may be shorter than `sequence_length`, never longer.
     """
 
-    def __init__(self, sequence_length, vocab_size, embed_dim, **kwargs):
+    def __init__(self, *, sequence_length, vocab_size, embed_dim, **kwargs):
         super().__init__(**kwargs)
         self.sequence_length, self.vocab_size, self.embed_dim = (
             sequence_length,
@@ -53,7 +52,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         }
 
 
-def apply_transformer_block(x, num_heads, ff_dim, causal, dropout, name):
+def apply_transformer_block(x, *, num_heads, ff_dim, causal, dropout, name):
     """Post-norm Transformer encoder block (Vaswani et al.): attention and a
     feed-forward network, each with a residual connection and LayerNorm."""
     embed_dim = x.shape[-1]
@@ -71,6 +70,7 @@ def apply_transformer_block(x, num_heads, ff_dim, causal, dropout, name):
 
 def apply_transformer_stack(
     tokens,
+    *,
     sequence_length,
     vocab_size,
     embed_dim,
@@ -82,15 +82,25 @@ def apply_transformer_stack(
     name,
 ):
     """Token and position embedding followed by `num_layers` Transformer blocks."""
-    x = TokenAndPositionEmbedding(sequence_length, vocab_size, embed_dim, name=f"{name}_embedding")(
-        tokens
-    )
+    x = TokenAndPositionEmbedding(
+        sequence_length=sequence_length,
+        vocab_size=vocab_size,
+        embed_dim=embed_dim,
+        name=f"{name}_embedding",
+    )(tokens)
     for i in range(num_layers):
-        x = apply_transformer_block(x, num_heads, ff_dim, causal, dropout, name=f"{name}_block{i}")
+        x = apply_transformer_block(
+            x,
+            num_heads=num_heads,
+            ff_dim=ff_dim,
+            causal=causal,
+            dropout=dropout,
+            name=f"{name}_block{i}",
+        )
     return x
 
 
-def _check_text(input_shape, vocab_size, name, **positive):
+def _check_text(input_shape, *, vocab_size, name, **positive):
     (sequence_length,) = checks.shape(input_shape, model=name, rank=1)
     checks.positive_int(vocab_size, name="vocab_size", model=name)
     for key, value in positive.items():
@@ -118,7 +128,9 @@ def generate(model, prompt, num_tokens, *, temperature=1.0, seed=None):
     Returns:
         The prompt and the new tokens, as an int32 NumPy array.
     """
-    tokens = np.atleast_2d(np.asarray(prompt, dtype="int32"))
+    tokens = ops.convert_to_tensor(prompt, dtype="int32")
+    if len(tokens.shape) == 1:
+        tokens = ops.expand_dims(tokens, 0)
     if tokens.shape[1] == 0:
         raise ZooError("Expected a prompt of at least one token. Received: an empty prompt")
     if temperature < 0:
@@ -133,16 +145,22 @@ def generate(model, prompt, num_tokens, *, temperature=1.0, seed=None):
             next_tokens = keras.random.categorical(logits / temperature, 1, seed=seed_generator)[
                 :, 0
             ]
-        next_tokens = ops.convert_to_numpy(next_tokens).astype("int32")
-        tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
-    return tokens
+        next_tokens = ops.expand_dims(ops.cast(next_tokens, "int32"), 1)
+        tokens = ops.concatenate([tokens, next_tokens], axis=1)
+    return ops.convert_to_numpy(tokens)
 
 
 @register_model(
     task="classification", source="https://keras.io/examples/nlp/bidirectional_lstm_imdb/"
 )
 def lstm_classifier(
-    input_shape=(32,), vocab_size=64, num_classes=2, embed_dim=32, units=32, name="lstm_classifier"
+    *,
+    input_shape=(32,),
+    vocab_size=64,
+    num_classes=2,
+    embed_dim=32,
+    units=32,
+    name="lstm_classifier",
 ):
     """Embedding, an LSTM, and a dense layer returning logits.
 
@@ -156,7 +174,12 @@ def lstm_classifier(
             Defaults to `"lstm_classifier"`.
     """
     length = _check_text(
-        input_shape, vocab_size, name, num_classes=num_classes, embed_dim=embed_dim, units=units
+        input_shape,
+        vocab_size=vocab_size,
+        name=name,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        units=units,
     )
     inputs = keras.Input(shape=(length,), dtype="int32", name=f"{name}_tokens")
     x = keras.layers.Embedding(vocab_size, embed_dim, name=f"{name}_embedding")(inputs)
@@ -171,6 +194,7 @@ def lstm_classifier(
     paper="Vaswani et al., Attention Is All You Need, NeurIPS 2017",
 )
 def transformer_classifier(
+    *,
     input_shape=(32,),
     vocab_size=64,
     num_classes=2,
@@ -195,19 +219,19 @@ def transformer_classifier(
         name: model name, also the prefix of its layer names.
             Defaults to `"transformer_classifier"`.
     """
+    sizes = dict(embed_dim=embed_dim, num_heads=num_heads, ff_dim=ff_dim, num_layers=num_layers)
     length = _check_text(
-        input_shape,
-        vocab_size,
-        name,
-        num_classes=num_classes,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        ff_dim=ff_dim,
-        num_layers=num_layers,
+        input_shape, vocab_size=vocab_size, name=name, num_classes=num_classes, **sizes
     )
     inputs = keras.Input(shape=(length,), dtype="int32", name=f"{name}_tokens")
     x = apply_transformer_stack(
-        inputs, length, vocab_size, embed_dim, num_heads, ff_dim, num_layers, dropout, False, name
+        inputs,
+        sequence_length=length,
+        vocab_size=vocab_size,
+        dropout=dropout,
+        causal=False,
+        name=name,
+        **sizes,
     )
     x = keras.layers.GlobalAveragePooling1D(name=f"{name}_pool")(x)
     outputs = keras.layers.Dense(num_classes, name=f"{name}_logits")(x)
@@ -220,6 +244,7 @@ def transformer_classifier(
     paper="Radford et al., Improving Language Understanding by Generative Pre-Training, 2018",
 )
 def mini_gpt(
+    *,
     input_shape=(64,),
     vocab_size=64,
     embed_dim=64,
@@ -244,18 +269,17 @@ def mini_gpt(
         dropout: dropout rate. Defaults to `0.0`.
         name: model name, also the prefix of its layer names. Defaults to `"mini_gpt"`.
     """
-    length = _check_text(
-        input_shape,
-        vocab_size,
-        name,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        ff_dim=ff_dim,
-        num_layers=num_layers,
-    )
+    sizes = dict(embed_dim=embed_dim, num_heads=num_heads, ff_dim=ff_dim, num_layers=num_layers)
+    length = _check_text(input_shape, vocab_size=vocab_size, name=name, **sizes)
     inputs = keras.Input(shape=(None,), dtype="int32", name=f"{name}_tokens")
     x = apply_transformer_stack(
-        inputs, length, vocab_size, embed_dim, num_heads, ff_dim, num_layers, dropout, True, name
+        inputs,
+        sequence_length=length,
+        vocab_size=vocab_size,
+        dropout=dropout,
+        causal=True,
+        name=name,
+        **sizes,
     )
     outputs = keras.layers.Dense(vocab_size, name=f"{name}_logits")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -6,7 +6,7 @@ from zoo import checks
 from zoo.registry import register_model
 
 
-def _one_unit_model(input_shape, activation, name):
+def _one_unit_model(input_shape, *, activation, name):
     input_shape = checks.shape(input_shape, model=name)
     return keras.Sequential(
         [
@@ -21,7 +21,7 @@ def _one_unit_model(input_shape, activation, name):
     task="regression",
     source="https://keras.io/guides/sequential_model/",
 )
-def linear_regressor(input_shape=(1,), name="linear_regressor"):
+def linear_regressor(*, input_shape=(1,), name="linear_regressor"):
     """Linear regression: a single `Dense(1)` unit.
 
     Args:
@@ -29,14 +29,14 @@ def linear_regressor(input_shape=(1,), name="linear_regressor"):
         name: model name, also the prefix of its layer names.
             Defaults to `"linear_regressor"`.
     """
-    return _one_unit_model(input_shape, None, name)
+    return _one_unit_model(input_shape, activation=None, name=name)
 
 
 @register_model(
     task="binary_classification",
     source="https://keras.io/guides/sequential_model/",
 )
-def logistic_regressor(input_shape=(2,), name="logistic_regressor"):
+def logistic_regressor(*, input_shape=(2,), name="logistic_regressor"):
     """Logistic regression: a single `Dense(1, sigmoid)` unit giving P(class 1).
 
     Args:
@@ -44,4 +44,4 @@ def logistic_regressor(input_shape=(2,), name="logistic_regressor"):
         name: model name, also the prefix of its layer names.
             Defaults to `"logistic_regressor"`.
     """
-    return _one_unit_model(input_shape, "sigmoid", name)
+    return _one_unit_model(input_shape, activation="sigmoid", name=name)

@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks
 from zoo.errors import ZooError
 from zoo.registry import create_model, register_model
 from zoo.saving import load_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -31,7 +31,7 @@ class Distiller(CustomStepModel):
     optimizer_groups = ("student",)
 
     def __init__(
-        self, student, teacher, temperature=3.0, alpha=0.1, teacher_trained=True, **kwargs
+        self, student, teacher, *, temperature=3.0, alpha=0.1, teacher_trained=True, **kwargs
     ):
         super().__init__(**kwargs)
         if not 0 <= alpha <= 1:
@@ -121,6 +121,7 @@ class Distiller(CustomStepModel):
     paper="Hinton et al., Distilling the Knowledge in a Neural Network, 2015",
 )
 def distiller(
+    *,
     input_shape=(28, 28, 1),
     num_classes=10,
     student="mlp",

@@ -1,4 +1,4 @@
-"""training.steps: value_and_grad and OptimizerGroup on the backend under test."""
+"""zoo.steps: value_and_grad and OptimizerGroup on the backend under test."""
 
 import pathlib
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from training.steps import CustomStepModel, OptimizerGroup, value_and_grad
+from zoo.steps import CustomStepModel, OptimizerGroup, value_and_grad
 
 README = pathlib.Path(__file__).parents[2] / "README.md"
 
@@ -121,3 +121,11 @@ def test_a_learning_rate_callback_cannot_silently_miss_the_group():
         group.learning_rate = 0.5
     with pytest.raises(KeyError, match=r"optimizers \['a', 'b'\]. Received: 'c'"):
         group["c"]
+
+
+def test_training_steps_still_names_the_api():
+    import training.steps
+
+    assert training.steps.CustomStepModel is CustomStepModel
+    assert training.steps.OptimizerGroup is OptimizerGroup
+    assert training.steps.value_and_grad is value_and_grad

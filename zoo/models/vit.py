@@ -59,7 +59,7 @@ class PositionEmbedding(keras.layers.Layer):
         return input_shape
 
 
-def apply_patch_embedding(images, patch_size, embed_dim, name):
+def apply_patch_embedding(images, *, patch_size, embed_dim, name):
     """timm's `PatchEmbed`: a `patch_size`-strided convolution, flattened to
     `(batch, patches, embed_dim)` with patches in row-major order."""
     x = keras.layers.Conv2D(
@@ -75,7 +75,7 @@ def apply_patch_embedding(images, patch_size, embed_dim, name):
     return keras.layers.Permute((2, 1), name=f"{name}_patch_embed_transpose")(x)
 
 
-def apply_vit_block(x, num_heads, mlp_dim, dropout, name):
+def apply_vit_block(x, *, num_heads, mlp_dim, dropout, name):
     """timm's ViT `Block`: pre-norm self-attention and a GELU MLP, each added
     back to its input."""
     embed_dim = x.shape[-1]
@@ -94,7 +94,7 @@ def apply_vit_block(x, num_heads, mlp_dim, dropout, name):
     return keras.layers.Add(name=f"{name}_residual2")([x, y])
 
 
-def _check_vit(input_shape, include_top, pooling, patch_size, embed_dim, num_heads, name):
+def _check_vit(*, input_shape, include_top, pooling, patch_size, embed_dim, num_heads, name):
     checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     if include_top and pooling is None:
         raise ZooError(
@@ -115,6 +115,7 @@ def _check_vit(input_shape, include_top, pooling, patch_size, embed_dim, num_hea
 
 
 def build_vit(
+    *,
     input_shape,
     num_classes,
     patch_size,
@@ -155,19 +156,27 @@ def build_vit(
     ).items():
         checks.positive_int(value, name=key, model=name)
     input_shape = _check_vit(
-        input_shape, include_top, pooling, patch_size, embed_dim, num_heads, name
+        input_shape=input_shape,
+        include_top=include_top,
+        pooling=pooling,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        name=name,
     )
     dropout = checks.fraction(dropout, name="dropout", model=name)
 
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
-    x = apply_patch_embedding(inputs, patch_size, embed_dim, name)
+    x = apply_patch_embedding(inputs, patch_size=patch_size, embed_dim=embed_dim, name=name)
     num_patches = x.shape[1]
     x = ClassToken(name=f"{name}_cls_token")(x)
     x = PositionEmbedding(name=f"{name}_pos_embed")(x)
     x = keras.layers.Dropout(dropout, name=f"{name}_pos_drop")(x)
     for index in range(depth):
-        x = apply_vit_block(x, num_heads, mlp_dim, dropout, name=f"{name}_blocks_{index}")
+        x = apply_vit_block(
+            x, num_heads=num_heads, mlp_dim=mlp_dim, dropout=dropout, name=f"{name}_blocks_{index}"
+        )
     # As timm: LayerNorm then the class token, or the mean of the patch
     # tokens then LayerNorm (`fc_norm`).
     if pooling == "avg":
@@ -215,6 +224,7 @@ _SOURCE = (
 
 @register_model(task="classification", source=_SOURCE, paper=_PAPER)
 def vit_tiny(
+    *,
     input_shape=(224, 224, 3),
     num_classes=1000,
     patch_size=16,
@@ -251,15 +261,15 @@ def vit_tiny(
     >>> model = zoo.create_model("vit_tiny", input_shape=(32, 32, 3), patch_size=4)
     """
     return build_vit(
-        input_shape,
-        num_classes,
-        patch_size,
-        embed_dim,
-        depth,
-        num_heads,
-        mlp_dim,
-        dropout,
-        include_top,
-        pooling,
-        name,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        dropout=dropout,
+        include_top=include_top,
+        pooling=pooling,
+        name=name,
     )

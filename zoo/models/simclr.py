@@ -4,12 +4,12 @@ custom step, with a linear probe trained alongside on frozen features."""
 import keras
 from keras import ops
 
-from training.steps import CustomStepModel, value_and_grad
 from zoo import checks
 from zoo.registry import register_model
+from zoo.steps import CustomStepModel, value_and_grad
 
 
-def nt_xent(z1, z2, temperature):
+def nt_xent(z1, z2, *, temperature):
     """The normalised temperature-scaled cross-entropy of two views' projections.
 
     Each embedding's positive is the other view of the same image; the other
@@ -42,7 +42,7 @@ class SimCLR(CustomStepModel):
     optimizer_groups = {"contrastive": ("encoder", "projection_head"), "probe": ("probe",)}
 
     def __init__(
-        self, input_shape=(28, 28, 1), num_classes=10, width=64, temperature=0.2, **kwargs
+        self, *, input_shape=(28, 28, 1), num_classes=10, width=64, temperature=0.2, **kwargs
     ):
         super().__init__(**kwargs)
         name = self.name
@@ -113,7 +113,7 @@ class SimCLR(CustomStepModel):
         """NT-Xent between the projections of two given views."""
         z1 = self.projection_head(self.encoder(view1, training=training), training=training)
         z2 = self.projection_head(self.encoder(view2, training=training), training=training)
-        return nt_xent(z1, z2, self.temperature)
+        return nt_xent(z1, z2, temperature=self.temperature)
 
     def fit_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -163,7 +163,7 @@ class SimCLR(CustomStepModel):
     paper="Chen et al., A Simple Framework for Contrastive Learning of Visual "
     "Representations, ICML 2020",
 )
-def simclr(input_shape=(28, 28, 1), num_classes=10, width=64, temperature=0.2, name="simclr"):
+def simclr(*, input_shape=(28, 28, 1), num_classes=10, width=64, temperature=0.2, name="simclr"):
     """SimCLR with a small convolutional encoder and a linear probe.
 
     Args:
