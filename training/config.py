@@ -15,10 +15,10 @@ Keras on first use (`optimizers()`), and errors are raised as `ZooError`
 """
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
+import re
 import textwrap
 
 # Used where neither the user nor the model chooses. Adam at 5e-3 for 30 epochs
@@ -87,15 +87,27 @@ def option(
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
+# A `--model-arg` VALUE that starts as JSON does (a list, an object, a quoted
+# string, a number) is JSON and must parse; any other is a string as typed.
+_JSON_START = re.compile(r'[\[{"]|[-+]?\.?[0-9]')
+
+
 def model_argument(text):
     """`"hidden_units=[512, 512]"` -> `("hidden_units", (512, 512))`: VALUE is
-    JSON, else a string (`activation=gelu`); lists become tuples, as shapes
-    and widths are tuples in the zoo."""
+    JSON, or a string if it does not start as JSON does (`activation=gelu`,
+    `teacher=./run/model.keras`); lists become tuples, as shapes and widths
+    are tuples in the zoo."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {text!r}")
-    with contextlib.suppress(json.JSONDecodeError):
+    try:
         value = json.loads(value)
+    except json.JSONDecodeError as exc:
+        if _JSON_START.match(value):
+            raise argparse.ArgumentTypeError(
+                f"expected VALUE to be JSON, received {text!r}: {exc.msg} "
+                f"(character {exc.pos} of VALUE)"
+            ) from None
     return key, tuple(value) if isinstance(value, list) else value
 
 

@@ -53,6 +53,12 @@ BAD_ARGUMENTS = {
         ({"input_shape": (0,)}, "positive ints"),
         ({"num_classes": 0}, "num_classes to be a positive int"),
         ({"dropout": 1.5}, r"dropout to be a number in \[0, 1\)"),
+        (
+            {"hidden_units": 5},
+            r"hidden_units to be a tuple of positive ints\. Received: hidden_units=5",
+        ),
+        ({"activation": "relux"}, "activation to be a Keras activation"),
+        ({"name": "a/b"}, "Received: name='a/b'"),
     ],
     "simple_cnn": [
         ({"input_shape": (3, 3, 1)}, "at least 4"),
@@ -62,17 +68,33 @@ BAD_ARGUMENTS = {
     "dcgan": [
         ({"input_shape": (6, 6, 1)}, "divisible by 4"),
         ({"latent_dim": 0}, "latent_dim to be a positive int"),
+        ({"input_shape": None}, "input_shape to be 3 positive ints"),
     ],
-    "wgan_gp": [({"critic_steps": 0}, "critic_steps to be a positive int")],
+    "wgan_gp": [
+        ({"critic_steps": 0}, "critic_steps to be a positive int"),
+        ({"gp_weight": None}, "gp_weight to be a number >= 0"),
+    ],
     "vae": [({"hidden_units": 1.5}, "hidden_units to be a positive int")],
     "distiller": [
-        ({"alpha": 2}, r"alpha in \[0, 1\]"),
-        ({"temperature": 0}, "temperature > 0"),
+        ({"alpha": 2}, r"alpha to be a number in \[0, 1\]"),
+        ({"temperature": 0}, "temperature to be a positive number"),
+        ({"temperature": None}, "Received: temperature=None"),
+        ({"student": "vae"}, "student to be one of"),
+        ({"teacher": 3}, r"teacher to be a \.keras file or one of"),
     ],
-    "simclr": [({"width": 0}, "width to be a positive int")],
+    "simclr": [
+        ({"width": 0}, "width to be a positive int"),
+        ({"temperature": float("nan")}, "temperature to be a positive number"),
+    ],
     "lstm_classifier": [({"input_shape": (7, 1)}, "input_shape to be 1 positive int")],
-    "transformer_classifier": [({"embed_dim": 9}, "embed_dim divisible by num_heads")],
-    "mini_gpt": [({"vocab_size": 0}, "vocab_size to be a positive int")],
+    "transformer_classifier": [
+        ({"embed_dim": 9}, "embed_dim divisible by num_heads"),
+        ({"dropout": 5}, r"dropout to be a number in \[0, 1\)"),
+    ],
+    "mini_gpt": [
+        ({"vocab_size": 0}, "vocab_size to be a positive int"),
+        ({"dropout": None}, "dropout to be a number in"),
+    ],
     "unet_small": [
         ({"input_shape": (10, 10, 1)}, "divisible by 4"),
         ({"depth": 0}, "depth to be a positive int"),
@@ -83,6 +105,7 @@ BAD_ARGUMENTS = {
         ({"stem": "cifar"}, "stem to be one of"),
         ({"pooling": "mean"}, "pooling to be one of"),
         ({"stem": "imagenet"}, "at least 32"),  # a 16x16 input
+        ({"include_top": None}, "include_top to be True or False"),
     ],
     "resnet34": [({"num_classes": 0}, "num_classes to be a positive int")],
     "resnet50": [({"pooling": "mean"}, "pooling to be one of")],

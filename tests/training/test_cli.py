@@ -169,6 +169,25 @@ def test_fit_flags_set_their_fields_and_reach_fit(monkeypatch):
             "error: Expected a backend from tensorflow, torch, jax. Received: backend='theano'",
         ),
         (["info", "mlp2"], "error: Unknown model 'mlp2'. Did you mean 'mlp'?"),
+        (
+            ["fit", "--model", "mlp", "--model-arg", "hidden_units=5"],
+            "error: mlp expects hidden_units to be a tuple of positive ints. "
+            "Received: hidden_units=5",
+        ),
+        (
+            ["fit", "--model", "mlp", "--model-arg", "activation=relux"],
+            "error: mlp expects activation to be a Keras activation",
+        ),
+        (
+            ["fit", "--model", "transformer_classifier", "--dataset", "sequence_order"]
+            + ["--model-arg", "dropout=5"],
+            "error: transformer_classifier expects dropout to be a number in [0, 1)",
+        ),
+        (
+            ["fit", "--model", "distiller", "--model-arg", "temperature=null"],
+            "error: distiller expects temperature to be a positive number. "
+            "Received: temperature=None",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
@@ -176,6 +195,22 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monke
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+    assert not os.listdir(tmp_path)
+
+
+def test_a_model_arg_that_starts_as_json_must_parse(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["fit", "--model", "mlp", "--model-arg", "hidden_units=[512,"])
+    assert exit.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(
+            "error: argument --model-arg: expected VALUE to be JSON, received "
+            "'hidden_units=[512,': Expecting value (character 5 of VALUE)"
+        )
+    )
     assert not os.listdir(tmp_path)
 
 

@@ -26,6 +26,7 @@ def simple_cnn(*, input_shape=(64, 64, 3), num_classes=10, name="simple_cnn"):
         name: model name, also the prefix of its layer names.
             Defaults to `"simple_cnn"`.
     """
+    checks.model_name(name)
     input_shape, _ = checks.image_shape(input_shape, model=name, min_size=4)
     checks.positive_int(num_classes, name="num_classes", model=name)
     return keras.Sequential(
@@ -59,6 +60,7 @@ def lenet5(*, input_shape=(32, 32, 1), num_classes=10, name="lenet5"):
         name: model name, also the prefix of its layer names.
             Defaults to `"lenet5"`.
     """
+    checks.model_name(name)
     input_shape, (height, width) = checks.image_shape(input_shape, model=name)
     checks.positive_int(num_classes, name="num_classes", model=name)
 

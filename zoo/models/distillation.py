@@ -4,8 +4,7 @@ import keras
 from keras import ops
 
 from zoo import checks
-from zoo.errors import ZooError
-from zoo.registry import create_model, register_model
+from zoo.registry import create_model, list_models, model_task, register_model
 from zoo.saving import load_model
 from zoo.steps import CustomStepModel, value_and_grad
 
@@ -34,12 +33,8 @@ class Distiller(CustomStepModel):
         self, student, teacher, *, temperature=3.0, alpha=0.1, teacher_trained=True, **kwargs
     ):
         super().__init__(**kwargs)
-        if not 0 <= alpha <= 1:
-            raise ZooError(f"{self.name} expects alpha in [0, 1]. Received: alpha={alpha!r}")
-        if not temperature > 0:
-            raise ZooError(
-                f"{self.name} expects temperature > 0. Received: temperature={temperature!r}"
-            )
+        self.temperature = checks.positive_number(temperature, name="temperature", model=self.name)
+        self.alpha = checks.fraction(alpha, name="alpha", model=self.name, include_one=True)
         self.student = (
             keras.saving.deserialize_keras_object(student) if isinstance(student, dict) else student
         )
@@ -47,8 +42,6 @@ class Distiller(CustomStepModel):
             keras.saving.deserialize_keras_object(teacher) if isinstance(teacher, dict) else teacher
         )
         self.teacher.trainable = False
-        self.temperature = float(temperature)
-        self.alpha = float(alpha)
         self.teacher_trained = bool(teacher_trained)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -144,10 +137,18 @@ def distiller(
         name: model name, also the prefix of its sub-models' names.
             Defaults to `"distiller"`.
     """
+    checks.model_name(name)
     checks.positive_int(num_classes, name="num_classes", model=name)
+    classifiers = [model for model in list_models() if model_task(model) == "classification"]
+    checks.one_of(student, classifiers, name="student", model=name)
+    teacher_file = isinstance(teacher, str) and teacher.endswith(".keras")
+    if not teacher_file and teacher not in classifiers:
+        checks.invalid(
+            teacher, f"a .keras file or one of {classifiers}", name="teacher", model=name
+        )
     kwargs = {"input_shape": input_shape, "num_classes": num_classes}
     student_model = create_model(student, **kwargs, name=f"{name}_student")
-    if str(teacher).endswith(".keras"):
+    if teacher_file:
         teacher_model, trained = load_model(teacher), True
     else:
         teacher_model, trained = create_model(teacher, **kwargs, name=f"{name}_teacher"), False

@@ -73,7 +73,7 @@ class _GAN(CustomStepModel):
 
     def __init__(self, *, input_shape=(28, 28, 1), latent_dim=64, **kwargs):
         super().__init__(**kwargs)
-        self.image_shape = tuple(input_shape)
+        self.image_shape, _, _ = _image_layout(input_shape, name=self.name)
         self.latent_dim = checks.positive_int(latent_dim, name="latent_dim", model=self.name)
         self.generator = build_generator(
             input_shape=input_shape, latent_dim=latent_dim, name=f"{self.name}_generator"
@@ -179,7 +179,7 @@ class WGANGP(_GAN):
     def __init__(self, *, critic_steps=3, gp_weight=10.0, **kwargs):
         super().__init__(**kwargs)
         self.critic_steps = checks.positive_int(critic_steps, name="critic_steps", model=self.name)
-        self.gp_weight = float(gp_weight)
+        self.gp_weight = checks.non_negative_number(gp_weight, name="gp_weight", model=self.name)
         self.gp_tracker = keras.metrics.Mean(name="gradient_penalty")
 
     @property
@@ -266,6 +266,7 @@ def dcgan(*, input_shape=(28, 28, 1), latent_dim=64, name="dcgan"):
         latent_dim: size of the generator's noise. Defaults to `64`.
         name: model name, also the prefix of its layer names. Defaults to `"dcgan"`.
     """
+    checks.model_name(name)
     return DCGAN(input_shape=input_shape, latent_dim=latent_dim, name=name)
 
 
@@ -287,6 +288,7 @@ def wgan_gp(
         gp_weight: weight of the gradient penalty. Defaults to `10.0`.
         name: model name, also the prefix of its layer names. Defaults to `"wgan_gp"`.
     """
+    checks.model_name(name)
     return WGANGP(
         input_shape=input_shape,
         latent_dim=latent_dim,

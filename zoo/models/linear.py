@@ -7,6 +7,7 @@ from zoo.registry import register_model
 
 
 def _one_unit_model(input_shape, *, activation, name):
+    checks.model_name(name)
     input_shape = checks.shape(input_shape, model=name)
     return keras.Sequential(
         [

@@ -35,11 +35,12 @@ def mlp(
         activation: hidden-layer activation. Defaults to `"relu"`.
         name: model name, also the prefix of its layer names. Defaults to `"mlp"`.
     """
+    checks.model_name(name)
     input_shape = checks.shape(input_shape, model=name)
     checks.positive_int(num_classes, name="num_classes", model=name)
-    for units in hidden_units:
-        checks.positive_int(units, name="hidden_units", model=name)
+    hidden_units = checks.positive_ints(hidden_units, name="hidden_units", model=name)
     dropout = checks.fraction(dropout, name="dropout", model=name)
+    checks.activation(activation, name="activation", model=name)
 
     layers = [
         keras.Input(shape=input_shape, name=f"{name}_input"),

@@ -10,7 +10,6 @@ Strided convolutions pad symmetrically, as torch does, through an explicit
 import keras
 
 from zoo import checks, layout
-from zoo.errors import ZooError
 from zoo.models._blocks import POOLINGS, apply_padded_conv, apply_pooling, batch_norm
 from zoo.registry import register_model
 
@@ -85,9 +84,10 @@ def build_mobilenet_v2(*, input_shape, num_classes, include_top, pooling, alpha,
         dropout: dropout rate before the classifier's `Linear`.
         name: model name, the prefix of every layer name.
     """
+    checks.model_name(name)
+    checks.flag(include_top, name="include_top", model=name)
     checks.one_of(pooling, POOLINGS, name="pooling", model=name)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ZooError(f"{name} expects alpha to be a positive number. Received: alpha={alpha!r}")
+    alpha = checks.positive_number(alpha, name="alpha", model=name)
     input_shape, _ = checks.image_shape(input_shape, model=name)
     checks.positive_int(num_classes, name="num_classes", model=name)
     dropout = checks.fraction(dropout, name="dropout", model=name)

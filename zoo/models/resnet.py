@@ -100,6 +100,8 @@ def build_resnet(
             (3x3/1 convolution, for 32x32 images).
         name: model name, the prefix of every layer name.
     """
+    checks.model_name(name)
+    checks.flag(include_top, name="include_top", model=name)
     checks.one_of(stem, STEMS, name="stem", model=name)
     checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     input_shape, _ = checks.image_shape(

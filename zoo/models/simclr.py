@@ -49,7 +49,7 @@ class SimCLR(CustomStepModel):
         self.image_shape, _ = checks.image_shape(input_shape, model=name, min_size=4)
         self.num_classes = checks.positive_int(num_classes, name="num_classes", model=name)
         self.width = checks.positive_int(width, name="width", model=name)
-        self.temperature = float(temperature)
+        self.temperature = checks.positive_number(temperature, name="temperature", model=name)
 
         self.augmenter = keras.Sequential(
             [
@@ -173,6 +173,7 @@ def simclr(*, input_shape=(28, 28, 1), num_classes=10, width=64, temperature=0.2
         temperature: the NT-Xent temperature. Defaults to `0.2`.
         name: model name, also the prefix of its layer names. Defaults to `"simclr"`.
     """
+    checks.model_name(name)
     return SimCLR(
         input_shape=input_shape,
         num_classes=num_classes,

@@ -100,11 +100,13 @@ def apply_transformer_stack(
     return x
 
 
-def _check_text(input_shape, *, vocab_size, name, **positive):
+def _check_text(input_shape, *, vocab_size, name, dropout=0.0, **positive):
+    checks.model_name(name)
     (sequence_length,) = checks.shape(input_shape, model=name, rank=1)
     checks.positive_int(vocab_size, name="vocab_size", model=name)
     for key, value in positive.items():
         checks.positive_int(value, name=key, model=name)
+    checks.fraction(dropout, name="dropout", model=name)
     if "num_heads" in positive and positive["embed_dim"] % positive["num_heads"]:
         raise ZooError(
             f"{name} expects embed_dim divisible by num_heads. Received: "
@@ -221,7 +223,12 @@ def transformer_classifier(
     """
     sizes = dict(embed_dim=embed_dim, num_heads=num_heads, ff_dim=ff_dim, num_layers=num_layers)
     length = _check_text(
-        input_shape, vocab_size=vocab_size, name=name, num_classes=num_classes, **sizes
+        input_shape,
+        vocab_size=vocab_size,
+        name=name,
+        dropout=dropout,
+        num_classes=num_classes,
+        **sizes,
     )
     inputs = keras.Input(shape=(length,), dtype="int32", name=f"{name}_tokens")
     x = apply_transformer_stack(
@@ -270,7 +277,7 @@ def mini_gpt(
         name: model name, also the prefix of its layer names. Defaults to `"mini_gpt"`.
     """
     sizes = dict(embed_dim=embed_dim, num_heads=num_heads, ff_dim=ff_dim, num_layers=num_layers)
-    length = _check_text(input_shape, vocab_size=vocab_size, name=name, **sizes)
+    length = _check_text(input_shape, vocab_size=vocab_size, name=name, dropout=dropout, **sizes)
     inputs = keras.Input(shape=(None,), dtype="int32", name=f"{name}_tokens")
     x = apply_transformer_stack(
         inputs,

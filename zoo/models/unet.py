@@ -47,6 +47,8 @@ def build_unet(*, input_shape, num_classes, filters, depth, include_top, pooling
             last decoder feature map.
         name: model name, the prefix of every layer name.
     """
+    checks.model_name(name)
+    checks.flag(include_top, name="include_top", model=name)
     checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     checks.positive_int(depth, name="depth", model=name)
     checks.positive_int(filters, name="filters", model=name)

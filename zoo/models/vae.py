@@ -132,4 +132,5 @@ def vae(*, input_shape=(28, 28, 1), latent_dim=16, hidden_units=256, name="vae")
             Defaults to `256`.
         name: model name, also the prefix of its layer names. Defaults to `"vae"`.
     """
+    checks.model_name(name)
     return VAE(input_shape=input_shape, latent_dim=latent_dim, hidden_units=hidden_units, name=name)

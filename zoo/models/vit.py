@@ -95,6 +95,7 @@ def apply_vit_block(x, *, num_heads, mlp_dim, dropout, name):
 
 
 def _check_vit(*, input_shape, include_top, pooling, patch_size, embed_dim, num_heads, name):
+    checks.flag(include_top, name="include_top", model=name)
     checks.one_of(pooling, POOLINGS, name="pooling", model=name)
     if include_top and pooling is None:
         raise ZooError(
@@ -146,6 +147,7 @@ def build_vit(
             tokens) or, without the top, `None` (every token).
         name: model name, the prefix of every layer name.
     """
+    checks.model_name(name)
     for key, value in dict(
         num_classes=num_classes,
         patch_size=patch_size,
