@@ -3,12 +3,16 @@ verified, converted once and cached.
 
 >>> model = zoo.create_model("resnet50", weights="torchvision:IMAGENET1K_V2")
 >>> model = zoo.create_model("vit_tiny", weights="timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+>>> model = zoo.create_model("resnet18", weights="torchvision:DEFAULT", num_classes=5)
 
 `WEIGHTS` is the table: for each model, the files torchvision's `Weights`
 enums and timm's `pretrained_cfg`s publish, with what the peer says about
 them (where to fetch, hash, license, preprocessing, top-1). A name is
 `"<peer>:<tag>"`; `"torchvision:DEFAULT"` and a timm model name without its
-tag mean the peer's default, as they do there.
+tag mean the peer's default, as they do there. Other classes than the
+file's (`num_classes=5`) load every weight but the classifier, which keeps
+its fresh initialisation, for fine-tuning, as timm's `create_model(...,
+pretrained=True, num_classes=5)` does.
 
 The first use downloads the file with `keras.utils.get_file` into a private
 folder, checks its hash (the full sha256 where the peer publishes one;
@@ -344,25 +348,45 @@ def create(model, weights, overrides) -> keras.Model:
     if not os.path.exists(converted_path(entry)):
         download(entry)  # first, so that a failed download builds no model
     net = registry.create_model(model, **kwargs)
+    if _new_head(entry, kwargs):
+        return _load_backbone(net, entry, kwargs)
     return load(net, entry, kwargs)
+
+
+def _new_head(entry, kwargs) -> bool:
+    """Whether a model built with `kwargs` has a classifier of other classes
+    than `entry`'s, which keeps its fresh initialisation."""
+    defaults = registry.model_arguments(entry.model)
+    include_top = kwargs.get("include_top", defaults.get("include_top", True))
+    return bool(include_top) and kwargs.get("num_classes", entry.num_classes) != entry.num_classes
+
+
+def _load_backbone(net, entry, kwargs) -> keras.Model:
+    """Loads every weight of `entry` into `net` but the classifier's, as
+    timm's `create_model(..., pretrained=True, num_classes=N)` does: `net`'s
+    layers take those of the headless model loaded with `entry` (same names,
+    BatchNorm statistics included), and its head keeps its initialisation."""
+    headless = {**kwargs, "include_top": False}
+    backbone = load(registry.create_model(entry.model, **headless), entry, headless)
+    for layer in backbone.layers:
+        if layer.weights:
+            net.get_layer(layer.name).set_weights(layer.get_weights())
+    return net
 
 
 def _build_arguments(entry, overrides) -> dict:
     """`overrides` with what the file fixes filled in; anything that
-    contradicts it is one line."""
+    contradicts it is one line. Other classes than the file's are a new
+    head on its features (see `_new_head`)."""
     defaults = registry.model_arguments(entry.model)
     kwargs = {**entry.architecture, **overrides}
-    include_top = kwargs.get("include_top", defaults.get("include_top", True))
-    needed = dict(entry.architecture)
-    if include_top:
-        needed["num_classes"] = entry.num_classes
+    if kwargs.get("include_top", defaults.get("include_top", True)):
         kwargs.setdefault("num_classes", entry.num_classes)
-    for key, value in needed.items():
+    for key, value in entry.architecture.items():
         received = kwargs.get(key, defaults.get(key))
         if received != value:
-            hint = " (or include_top=False for features)" if key == "num_classes" else ""
             raise ZooError(
-                f"{entry.model} weights {entry.name!r} need {key}={value!r}{hint}. "
+                f"{entry.model} weights {entry.name!r} need {key}={value!r}. "
                 f"Received: {key}={received!r}"
             )
     pooling = kwargs.get("pooling", defaults.get("pooling"))
