@@ -120,14 +120,8 @@ class Weights:
         Returns:
             A float32 NumPy batch in the same format.
         """
-        images = np.asarray(images)
-        if images.ndim != 4 or images.dtype.kind not in "uif":
-            raise ZooError(
-                "Expected a batch of images (rank 4, numbers). "
-                f"Received: shape {images.shape}, dtype {images.dtype}"
-            )
+        x = _pixels(images)
         channels_last = keras.config.image_data_format() == "channels_last"
-        x = images.astype("float32") / (255.0 if images.dtype.kind in "ui" else 1.0)
         height, width = x.shape[1:3] if channels_last else x.shape[2:4]
         # As torchvision's resize to one int: the shorter side to resize_size.
         short, long = sorted((height, width))
@@ -140,10 +134,43 @@ class Weights:
         x = keras.ops.convert_to_numpy(x)
         top, left = ((s - c) // 2 for s, c in zip(size, self.input_size, strict=True))
         crop = (slice(top, top + self.input_size[0]), slice(left, left + self.input_size[1]))
-        shape = (1, 1, 1, 3) if channels_last else (1, 3, 1, 1)
         x = x[:, crop[0], crop[1], :] if channels_last else x[:, :, crop[0], crop[1]]
-        mean, std = np.reshape(self.mean, shape), np.reshape(self.std, shape)
-        return ((x - mean) / std).astype("float32")
+        return normalize(x, self.mean, self.std)
+
+
+def _pixels(images) -> np.ndarray:
+    """A batch of images as float32 in [0, 1]: integers are divided by 255."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype.kind not in "uif":
+        raise ZooError(
+            "Expected a batch of images (rank 4, numbers). "
+            f"Received: shape {images.shape}, dtype {images.dtype}"
+        )
+    return images.astype("float32") / (255.0 if images.dtype.kind in "ui" else 1.0)
+
+
+def normalize(images, mean, std) -> np.ndarray:
+    """`(x - mean) / std` per channel, the last step of `Weights.preprocess`.
+
+    Args:
+        images: a batch of RGB images in `keras.config.image_data_format()`,
+            integers in [0, 255] or floats in [0, 1].
+        mean: three numbers, one per channel (`Weights.mean`).
+        std: three numbers (`Weights.std`).
+
+    Returns:
+        A float32 NumPy batch in the same format.
+    """
+    x = _pixels(images)
+    channels_last = keras.config.image_data_format() == "channels_last"
+    channels = x.shape[-1] if channels_last else x.shape[1]
+    if channels != 3:
+        raise ZooError(
+            f"Expected RGB images (3 channels) to normalise with mean {tuple(mean)}. "
+            f"Received: images of shape {x.shape[1:]}"
+        )
+    shape = (1, 1, 1, 3) if channels_last else (1, 3, 1, 1)
+    return ((x - np.reshape(mean, shape)) / np.reshape(std, shape)).astype("float32")
 
 
 _TORCHVISION_SHA256 = (

@@ -274,22 +274,52 @@ def test_other_classes_load_every_weight_but_the_head(
     assert net.output_shape == (None, 5) and len(server.requests) == 1
 
 
-def test_fit_fine_tunes_a_new_head_on_pretrained_weights(server, table, sources, tmp_path):
+def test_fit_fine_tunes_a_new_head_and_predict_feeds_what_fit_fed(
+    server, table, sources, tmp_path, capsys
+):
     """`--model-arg weights=...` reaches create_model with the data's classes
-    (two here, the file's three): a new head on the file's features."""
+    (two here, the file's three): a new head on the file's features. fit
+    normalises the images with the weights' mean and std and records them;
+    evaluate and predict read them and normalise theirs, saying so."""
     from images import image_folder
 
-    publish(server, sources["resnet18"], "torchvision", tmp_path)
+    entry = publish(server, sources["resnet18"], "torchvision", tmp_path)
     folder = image_folder(tmp_path / "photos", per_class=4, size=16)
     shutil.rmtree(folder / "owl")
     run = tmp_path / "run"
     argv = ["fit", "--model", "resnet18", "--dataset", str(folder), "--batch-size", "4"]
     argv += ["--epochs", "1", "--verbose", "0", "--output-dir", str(run)]
     assert cli.main([*argv, "--model-arg", "weights=torchvision:TEST"]) == 0
-    model = zoo.load_model(run / "model.keras")
+    model_path = str(run / "model.keras")
+    model = zoo.load_model(model_path)
     assert model.output_shape == (None, 2)
     config = json.loads((run / "config.json").read_text())
     assert config["model_kwargs"] == {"weights": "torchvision:TEST"}
+    normalization = {"weights": "torchvision:TEST", "mean": [*entry.mean], "std": [*entry.std]}
+    assert config["normalization"] == normalization
+    note = (
+        f"Normalising inputs as the run in {run / 'config.json'} did for its pretrained weights "
+        "torchvision:TEST: (x - mean) / std on [0, 1] pixels (integers divided by 255), "
+        f"mean {entry.mean}, std {entry.std}\n"
+    )
+    capsys.readouterr()
+    # The test split scores as it did in fit only if it is fed as fit fed it.
+    assert cli.main(["evaluate", "--model-path", model_path]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == pytest.approx(json.loads((run / "metrics.json").read_text()))
+    assert err.endswith(note) and err.count("\n") == 2
+    raw = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype="uint8")
+    if keras.config.image_data_format() == "channels_first":
+        raw = raw.transpose(0, 3, 1, 2)
+    np.save(tmp_path / "images.npy", raw)
+    assert (
+        cli.main(["predict", "--model-path", model_path, "--input", str(tmp_path / "images.npy")])
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert err == note
+    expected = model.predict(pretrained.normalize(raw, entry.mean, entry.std), verbose=0)
+    np.testing.assert_allclose(json.loads(out)["predictions"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_fit_refuses_weights_for_images_of_other_channels(tmp_path, capsys):
