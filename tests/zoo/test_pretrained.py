@@ -287,7 +287,8 @@ def test_fit_fine_tunes_a_new_head_and_predict_feeds_what_fit_fed(
     folder = image_folder(tmp_path / "photos", per_class=4, size=16)
     shutil.rmtree(folder / "owl")
     run = tmp_path / "run"
-    argv = ["fit", "--model", "resnet18", "--dataset", str(folder), "--batch-size", "4"]
+    # One batch of the five training images: JAX and TensorFlow compile one step.
+    argv = ["fit", "--model", "resnet18", "--dataset", str(folder), "--batch-size", "5"]
     argv += ["--epochs", "1", "--verbose", "0", "--output-dir", str(run)]
     assert cli.main([*argv, "--model-arg", "weights=torchvision:TEST"]) == 0
     model_path = str(run / "model.keras")
