@@ -1,4 +1,5 @@
-"""`python -m training fit|evaluate|predict|export|bench|list|info`: flags in, library calls out.
+"""`python -m training fit|evaluate|predict|export|convert|bench|list|info`: flags in,
+library calls out.
 
 Only argparse and the backend choice run before keras is imported, so
 `--backend` takes effect.
@@ -12,7 +13,11 @@ import sys
 import typing
 
 from training import backends, bench  # neither imports keras
-from training.config import FitConfig, default  # nor this: fit's flags come from FitConfig
+from training.config import (  # nor this: fit's flags come from FitConfig
+    FitConfig,
+    default,
+    model_argument,
+)
 from training.formats import FORMATS
 
 # Where the command line differs from `training.fit`: it always writes its run.
@@ -194,6 +199,53 @@ def _export(args):
     return 0
 
 
+def _convert(args):
+    """Weights in from a peer's file into a `.weights.h5`, or out of a
+    `.keras` model into a peer's file, through `zoo.convert`."""
+    import zoo
+    from zoo import ZooError
+
+    peer = args.peer_in or args.peer_out
+    given = {
+        flag: value
+        for flag, value in (
+            ("--model", args.model),
+            ("--model-arg", args.model_kwargs),
+            ("--input", args.input),
+            ("--model-path", args.model_path),
+        )
+        if value
+    }
+    if args.peer_in:
+        direction, needed, optional = f"--from {peer}", ("--model", "--input"), ("--model-arg",)
+    else:
+        direction, needed, optional = f"--to {peer}", ("--model-path",), ()
+    missing = [flag for flag in needed if flag not in given]
+    extra = [flag for flag in given if flag not in needed + optional]
+    if missing or extra:
+        received = [f"no {flag}" for flag in missing] + [f"{flag} too" for flag in extra]
+        raise ZooError(
+            f"Expected {direction} with {' and '.join(needed)}"
+            f"{''.join(f' (and {flag} if any)' for flag in optional)}. "
+            f"Received: {', '.join(received)}"
+        )
+    if args.peer_in and not args.output.endswith(".weights.h5"):
+        raise ZooError(
+            f"Expected an --output ending in .weights.h5 for --from {peer}. "
+            f"Received: {args.output!r}"
+        )
+    if os.path.lexists(args.output) and not args.overwrite:
+        raise ZooError(f"Expected a new --output file; {args.output!r} exists (pass --overwrite)")
+    if args.peer_in:
+        net = zoo.create_model(args.model, **args.model_kwargs)
+        getattr(zoo.convert, f"from_{peer}")(net, args.input)
+        zoo.save_weights(net, args.output)
+    else:
+        getattr(zoo.convert, f"to_{peer}")(zoo.load_model(args.model_path), args.output)
+    print(f"Wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _list(args):
     import zoo
 
@@ -337,6 +389,44 @@ def _parser():
         help="the .onnx file, SavedModel directory or .pt2 file to write",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    convert = commands.add_parser(
+        "convert",
+        parents=[common],
+        help="torchvision or timm weights into a zoo model's .weights.h5, or a saved model's "
+        "weights out as theirs",
+    )
+    convert.set_defaults(command=_convert)
+    peers = ("torchvision", "timm")
+    direction = convert.add_mutually_exclusive_group(required=True)
+    direction.add_argument(
+        "--from", dest="peer_in", choices=peers, help="read --input, the peer's state_dict"
+    )
+    direction.add_argument(
+        "--to", dest="peer_out", choices=peers, help="write --model-path's weights as the peer's"
+    )
+    convert.add_argument("--model", help="with --from: the zoo model name to build")
+    convert.add_argument(
+        "--model-arg",
+        dest="model_kwargs",
+        action=_CollectPairs,
+        type=model_argument,
+        default={},
+        metavar="KEY=VALUE",
+        help="with --from: a builder argument, as fit's (repeatable; num_classes=10, "
+        "include_top=false)",
+    )
+    convert.add_argument(
+        "--input", help="with --from: a torch.save (.pth) or .safetensors state_dict"
+    )
+    convert.add_argument("--model-path", help="with --to: a .keras file")
+    convert.add_argument(
+        "--output",
+        required=True,
+        help="with --from, a .weights.h5 file; with --to, a .safetensors file, or a .pth "
+        "(.pt, .bin) in torch.save's format",
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     bench_ = commands.add_parser(
         "bench", help="time training and inference against native loops; prints a table"

@@ -6,11 +6,12 @@ says which data the model trained on and how it was split (seed, fractions,
 image size). Both read it: without a data set or seed they take the run's,
 and say so in one line on stderr; a test split that would hold samples the
 model trained on (the same data split with another seed, or data that changed
-since) is refused unless `allow_training_data` is on.
+since) is refused unless `allow_training_data` is on. A run whose model
+was built with pretrained weights fed it normalised inputs; both normalise
+theirs the same way and say so (see `training.preprocessing`).
 """
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -18,7 +19,7 @@ import keras
 import numpy as np
 
 import zoo
-from training import performance, pipeline
+from training import outputs, performance, pipeline, preprocessing
 from training.config import FitConfig
 from training.data import DATASETS, load_dataset
 from training.loop import _check_inputs, _match_targets, compile_for_task
@@ -86,6 +87,7 @@ def evaluate(
     _check_inputs(net, data.x_test, data.name)
     _check_targets(net, data)
     _say(split.note)
+    data = dataclasses.replace(data, x_test=_normalized(data.x_test, split.run, model_path))
     data = _match_targets(net, data)
     if not net.compiled:
         compile_for_task(net, None if isinstance(net, CustomStepModel) else data.task, "adam")
@@ -129,10 +131,11 @@ def predict(
             model_path, x, seed=seed, image_size=image_size, allow=allow_training_data
         )
         data = _load(split, allow_training_data)
-        x, name = data.x_test, data.name
+        x, name, run = data.x_test, data.name, split.run
         _check_inputs(net, x, name)
         _say(split.note)
     else:
+        run = outputs.read_run_config(model_path)
         x, name = np.asarray(x), "inputs"
         if x.dtype.kind not in "biuf":
             raise ZooError(f"Expected numeric inputs. Received: inputs of dtype {x.dtype}")
@@ -143,7 +146,19 @@ def predict(
         if x.dtype.kind == "f":
             x = x.astype("float32")
     _check_inputs(net, x, name)
-    return performance.predict(net, x, batch_size=batch_size)
+    return performance.predict(net, _normalized(x, run, model_path), batch_size=batch_size)
+
+
+def _normalized(x, run, model_path):
+    """`x` normalised as the run's `fit` fed its model (see
+    `training.preprocessing`), saying so in one line, where it did."""
+    normalization = (run or {}).get("normalization")
+    if normalization is None:
+        return x
+    x = preprocessing.apply(x, normalization)
+    where = os.path.join(os.path.dirname(os.fspath(model_path)), "config.json")
+    _say(preprocessing.describe(normalization, where))
+    return x
 
 
 def test_split(model_path, dataset=None, *, seed=None, image_size=None, allow=False) -> TestSplit:
@@ -154,7 +169,7 @@ def test_split(model_path, dataset=None, *, seed=None, image_size=None, allow=Fa
         ZooError: `seed` differs from the run's for the run's own data and
             `allow` is off, or the run's data cannot be loaded by name.
     """
-    run = _run_config(model_path)
+    run = outputs.read_run_config(model_path)
     if run is None:
         config = dataclasses.replace(
             _DEFAULT_SPLIT, seed=0 if seed is None else seed, image_size=image_size
@@ -229,17 +244,6 @@ def _check_seed(seed, run, dataset, where, allow):
         "trained on. Leave the seed out to use the run's, or pass allow_training_data=True "
         "(--allow-training-data) to score it anyway"
     )
-
-
-def _run_config(model_path):
-    """The `config.json` of the run that wrote `model_path`, if beside it."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    try:
-        with open(path) as f:
-            run = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return run if isinstance(run, dict) and isinstance(run.get("seed"), int) else None
 
 
 def _check_batch_size(batch_size):

@@ -44,11 +44,14 @@ class ImageFiles:
 
     Indexing with an int gives one image; with a slice or an array of indices,
     an `ImageFiles` of those files; `np.asarray(...)` or `.decode()` reads them.
+    `transform`, if given, maps each decoded batch to the float32 batch of the
+    same shape given instead (a pretrained model's normalisation).
     """
 
-    def __init__(self, paths, image_size, channels):
+    def __init__(self, paths, image_size, channels, transform=None):
         self.paths = np.asarray(paths, dtype=object)
         self.image_size, self.channels = image_size, channels
+        self.transform = transform
         size = (image_size, image_size)
         channels_last = keras.config.image_data_format() == "channels_last"
         self.shape = (
@@ -63,8 +66,8 @@ class ImageFiles:
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
-            return _decode(self.paths[index], self.image_size, self.channels)
-        return ImageFiles(self.paths[index], self.image_size, self.channels)
+            return self[[index]].decode()[0]
+        return ImageFiles(self.paths[index], self.image_size, self.channels, self.transform)
 
     @property
     def nbytes(self) -> int:
@@ -75,7 +78,7 @@ class ImageFiles:
         images = np.empty(self.shape, self.dtype)
         for i, path in enumerate(self.paths):
             images[i] = _decode(path, self.image_size, self.channels)
-        return images
+        return images if self.transform is None else self.transform(images)
 
     def __array__(self, dtype=None, copy=None):
         images = self.decode()

@@ -14,7 +14,15 @@ import keras
 import numpy as np
 
 import zoo
-from training import callbacks, checkpoints, distribute, outputs, performance, pipeline
+from training import (
+    callbacks,
+    checkpoints,
+    distribute,
+    outputs,
+    performance,
+    pipeline,
+    preprocessing,
+)
 from training.config import FitConfig
 from training.data import Dataset, fingerprint_arrays, from_arrays, load_dataset
 from training.seeding import make_deterministic, seed_everything
@@ -168,12 +176,22 @@ def fit(
             f"of {data.name!r}. Received: batch_size={config.batch_size}"
         )
     run = {"model_source": model_source, "data": _describe_data(data)}
+    # Pretrained features see the inputs they were trained on (a pipeline's
+    # batches go in as they are); evaluate and predict read this from config.json.
+    normalization = None
+    if isinstance(data, Dataset):
+        source_run = "path" in model_source and outputs.read_run_config(model_source["path"])
+        normalization = preprocessing.for_model(model, config.model_kwargs, source_run)
+    if normalization:
+        run["normalization"] = normalization
     # Every data-parallel process resumes from the chief's checkpoint.
     resumed = config.output_dir and checkpoints.load(config.output_dir, config, run)
     if resumed:
         net, task = resumed.net, _task(model, data)
     else:
         net, task = _model(model, data, config.model_kwargs)
+    if normalization:
+        data = preprocessing.apply_to_dataset(data, normalization)
     # Only once the arguments are known good: a mistake leaves no dir behind.
     output_dir = config.output_dir and outputs.prepare_dir(
         distribute.run_dir(config.output_dir), overwrite=config.overwrite, resuming=bool(resumed)

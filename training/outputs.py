@@ -62,6 +62,17 @@ def sha256(path) -> str:
     return digest.hexdigest()
 
 
+def read_run_config(model_path) -> dict | None:
+    """The `config.json` of the run that wrote `model_path`, if beside it."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return run if isinstance(run, dict) and isinstance(run.get("seed"), int) else None
+
+
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2)

@@ -3,12 +3,16 @@ verified, converted once and cached.
 
 >>> model = zoo.create_model("resnet50", weights="torchvision:IMAGENET1K_V2")
 >>> model = zoo.create_model("vit_tiny", weights="timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+>>> model = zoo.create_model("resnet18", weights="torchvision:DEFAULT", num_classes=5)
 
 `WEIGHTS` is the table: for each model, the files torchvision's `Weights`
 enums and timm's `pretrained_cfg`s publish, with what the peer says about
 them (where to fetch, hash, license, preprocessing, top-1). A name is
 `"<peer>:<tag>"`; `"torchvision:DEFAULT"` and a timm model name without its
-tag mean the peer's default, as they do there.
+tag mean the peer's default, as they do there. Other classes than the
+file's (`num_classes=5`) load every weight but the classifier, which keeps
+its fresh initialisation, for fine-tuning, as timm's `create_model(...,
+pretrained=True, num_classes=5)` does.
 
 The first use downloads the file with `keras.utils.get_file` into a private
 folder, checks its hash (the full sha256 where the peer publishes one;
@@ -116,14 +120,8 @@ class Weights:
         Returns:
             A float32 NumPy batch in the same format.
         """
-        images = np.asarray(images)
-        if images.ndim != 4 or images.dtype.kind not in "uif":
-            raise ZooError(
-                "Expected a batch of images (rank 4, numbers). "
-                f"Received: shape {images.shape}, dtype {images.dtype}"
-            )
+        x = _pixels(images)
         channels_last = keras.config.image_data_format() == "channels_last"
-        x = images.astype("float32") / (255.0 if images.dtype.kind in "ui" else 1.0)
         height, width = x.shape[1:3] if channels_last else x.shape[2:4]
         # As torchvision's resize to one int: the shorter side to resize_size.
         short, long = sorted((height, width))
@@ -136,10 +134,43 @@ class Weights:
         x = keras.ops.convert_to_numpy(x)
         top, left = ((s - c) // 2 for s, c in zip(size, self.input_size, strict=True))
         crop = (slice(top, top + self.input_size[0]), slice(left, left + self.input_size[1]))
-        shape = (1, 1, 1, 3) if channels_last else (1, 3, 1, 1)
         x = x[:, crop[0], crop[1], :] if channels_last else x[:, :, crop[0], crop[1]]
-        mean, std = np.reshape(self.mean, shape), np.reshape(self.std, shape)
-        return ((x - mean) / std).astype("float32")
+        return normalize(x, self.mean, self.std)
+
+
+def _pixels(images) -> np.ndarray:
+    """A batch of images as float32 in [0, 1]: integers are divided by 255."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype.kind not in "uif":
+        raise ZooError(
+            "Expected a batch of images (rank 4, numbers). "
+            f"Received: shape {images.shape}, dtype {images.dtype}"
+        )
+    return images.astype("float32") / (255.0 if images.dtype.kind in "ui" else 1.0)
+
+
+def normalize(images, mean, std) -> np.ndarray:
+    """`(x - mean) / std` per channel, the last step of `Weights.preprocess`.
+
+    Args:
+        images: a batch of RGB images in `keras.config.image_data_format()`,
+            integers in [0, 255] or floats in [0, 1].
+        mean: three numbers, one per channel (`Weights.mean`).
+        std: three numbers (`Weights.std`).
+
+    Returns:
+        A float32 NumPy batch in the same format.
+    """
+    x = _pixels(images)
+    channels_last = keras.config.image_data_format() == "channels_last"
+    channels = x.shape[-1] if channels_last else x.shape[1]
+    if channels != 3:
+        raise ZooError(
+            f"Expected RGB images (3 channels) to normalise with mean {tuple(mean)}. "
+            f"Received: images of shape {x.shape[1:]}"
+        )
+    shape = (1, 1, 1, 3) if channels_last else (1, 3, 1, 1)
+    return ((x - np.reshape(mean, shape)) / np.reshape(std, shape)).astype("float32")
 
 
 _TORCHVISION_SHA256 = (
@@ -344,25 +375,45 @@ def create(model, weights, overrides) -> keras.Model:
     if not os.path.exists(converted_path(entry)):
         download(entry)  # first, so that a failed download builds no model
     net = registry.create_model(model, **kwargs)
+    if _new_head(entry, kwargs):
+        return _load_backbone(net, entry, kwargs)
     return load(net, entry, kwargs)
+
+
+def _new_head(entry, kwargs) -> bool:
+    """Whether a model built with `kwargs` has a classifier of other classes
+    than `entry`'s, which keeps its fresh initialisation."""
+    defaults = registry.model_arguments(entry.model)
+    include_top = kwargs.get("include_top", defaults.get("include_top", True))
+    return bool(include_top) and kwargs.get("num_classes", entry.num_classes) != entry.num_classes
+
+
+def _load_backbone(net, entry, kwargs) -> keras.Model:
+    """Loads every weight of `entry` into `net` but the classifier's, as
+    timm's `create_model(..., pretrained=True, num_classes=N)` does: `net`'s
+    layers take those of the headless model loaded with `entry` (same names,
+    BatchNorm statistics included), and its head keeps its initialisation."""
+    headless = {**kwargs, "include_top": False}
+    backbone = load(registry.create_model(entry.model, **headless), entry, headless)
+    for layer in backbone.layers:
+        if layer.weights:
+            net.get_layer(layer.name).set_weights(layer.get_weights())
+    return net
 
 
 def _build_arguments(entry, overrides) -> dict:
     """`overrides` with what the file fixes filled in; anything that
-    contradicts it is one line."""
+    contradicts it is one line. Other classes than the file's are a new
+    head on its features (see `_new_head`)."""
     defaults = registry.model_arguments(entry.model)
     kwargs = {**entry.architecture, **overrides}
-    include_top = kwargs.get("include_top", defaults.get("include_top", True))
-    needed = dict(entry.architecture)
-    if include_top:
-        needed["num_classes"] = entry.num_classes
+    if kwargs.get("include_top", defaults.get("include_top", True)):
         kwargs.setdefault("num_classes", entry.num_classes)
-    for key, value in needed.items():
+    for key, value in entry.architecture.items():
         received = kwargs.get(key, defaults.get(key))
         if received != value:
-            hint = " (or include_top=False for features)" if key == "num_classes" else ""
             raise ZooError(
-                f"{entry.model} weights {entry.name!r} need {key}={value!r}{hint}. "
+                f"{entry.model} weights {entry.name!r} need {key}={value!r}. "
                 f"Received: {key}={received!r}"
             )
     pooling = kwargs.get("pooling", defaults.get("pooling"))

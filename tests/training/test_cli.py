@@ -114,7 +114,7 @@ def test_list_and_info(capsys):
     assert info["style"] == "functional" and info["parameters"] == 61_706
 
 
-@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "list", "info"])
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "convert", "list", "info"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([command, "--help"])
@@ -442,3 +442,92 @@ def test_with_keras_backend_unset_the_installed_backend_is_used_quietly(tmp_path
     )
     assert result.stderr.startswith(f"Backend: {installed[0]} ({expected}"), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr  # no framework start-up lines
+
+
+def _tiny_model_args(name):
+    from tiny import TINY_KWARGS
+
+    return [
+        arg
+        for key, value in TINY_KWARGS[name].items()
+        for arg in ("--model-arg", f"{key}={json.dumps(value)}")
+    ]
+
+
+@pytest.fixture(scope="module")
+def peer_files(tmp_path_factory):
+    """A tiny model per peer and its weights as the peer writes them."""
+    from tiny import TINY_KWARGS
+
+    folder = tmp_path_factory.mktemp("peers")
+    keras.utils.set_random_seed(0)
+    files = {}
+    for peer, name in (("torchvision", "resnet18"), ("timm", "vit_tiny")):
+        model = zoo.create_model(name, **TINY_KWARGS[name])
+        path = folder / f"{name}.pth"
+        getattr(zoo.convert, f"to_{peer}")(model, path)
+        files[peer] = (name, path)
+    return files
+
+
+@pytest.mark.parametrize("peer", ["torchvision", "timm"])
+def test_convert_takes_a_peer_s_file_in_and_writes_it_out(peer, peer_files, tmp_path, capsys):
+    name, source = peer_files[peer]
+    weights = tmp_path / f"{name}.weights.h5"
+    argv = ["convert", "--from", peer, "--model", name, *_tiny_model_args(name)]
+    assert cli.main([*argv, "--input", str(source), "--output", str(weights)]) == 0
+    assert capsys.readouterr().err == f"Wrote {weights}\n"
+    from tiny import TINY_KWARGS
+
+    model = zoo.load_weights(zoo.create_model(name, **TINY_KWARGS[name]), weights)
+    zoo.save_model(model, tmp_path / "model.keras")
+    back = tmp_path / f"{name}.safetensors"
+    argv = ["convert", "--to", peer, "--model-path", str(tmp_path / "model.keras")]
+    assert cli.main([*argv, "--output", str(back)]) == 0
+    expected, received = (zoo.convert.load_state_dict(p) for p in (source, back))
+    assert sorted(received) == sorted(expected)  # safetensors sorts its keys
+    for key, array in expected.items():
+        np.testing.assert_array_equal(received[key], array, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            "--from torchvision --model resnet18 --output w.weights.h5",
+            "Expected --from torchvision with --model and --input (and --model-arg if any). "
+            "Received: no --input",
+        ),
+        (
+            "--to timm --model-path m.keras --model vit_tiny --output w.safetensors",
+            "Expected --to timm with --model-path. Received: --model too",
+        ),
+        (
+            "--from torchvision --model resnet18 --input PEER --output w.safetensors",
+            "Expected an --output ending in .weights.h5 for --from torchvision. "
+            "Received: 'w.safetensors'",
+        ),
+        (
+            "--from torchvision --model resnet18 --input PEER --output taken.weights.h5",
+            "Expected a new --output file; 'taken.weights.h5' exists (pass --overwrite)",
+        ),
+        (
+            "--from torchvision --model resnet18 TINY --input PEER --output w.weights.h5",
+            "fc.weight: resnet18 expects shape (4, 512) (torch layout). "
+            "Received: (3, 512) from 'PEER'",
+        ),
+    ],
+    ids=["no_input", "model_with_to", "suffix", "exists", "other_classes"],
+)
+def test_a_convert_mistake_is_one_line_and_writes_nothing(
+    args, message, peer_files, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.weights.h5").write_text("")
+    source = str(peer_files["torchvision"][1])
+    tiny = [*_tiny_model_args("resnet18"), "--model-arg", "num_classes=4"]
+    argv = [a for arg in args.split() for a in (tiny if arg == "TINY" else [arg])]
+    argv = [source if a == "PEER" else a for a in argv]
+    assert cli.main(["convert", *argv]) == 2
+    assert capsys.readouterr().err == f"error: {message.replace('PEER', source)}\n"
+    assert os.listdir(tmp_path) == ["taken.weights.h5"]

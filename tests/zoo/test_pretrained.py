@@ -6,8 +6,10 @@ the test's tmp dir ($XDG_CACHE_HOME)."""
 import dataclasses
 import hashlib
 import http.server
+import json
 import pathlib
 import re
+import shutil
 import threading
 import time
 import urllib.parse
@@ -212,12 +214,6 @@ def test_two_concurrent_downloads_of_one_file_fetch_it_once(server, table, sourc
         ),
         ("mlp", {"weights": "torchvision:DEFAULT"}, "No pretrained weights for 'mlp'"),
         (
-            "resnet18",
-            {"weights": "torchvision:DEFAULT", "num_classes": 10},
-            r"need num_classes=1000 \(or include_top=False for features\)\. "
-            r"Received: num_classes=10$",
-        ),
-        (
             "vit_tiny",
             {"weights": "timm:vit_tiny_patch16_224", "input_shape": (32, 32, 3)},
             r"need input_shape=\(224, 224, 3\)\. Received: input_shape=\(32, 32, 3\)$",
@@ -246,7 +242,6 @@ def test_two_concurrent_downloads_of_one_file_fetch_it_once(server, table, sourc
     ids=[
         "unknown",
         "no_weights",
-        "num_classes",
         "fixed_size",
         "channels",
         "patch_size",
@@ -260,15 +255,85 @@ def test_weights_that_do_not_fit_are_one_line_before_any_download(tmp_path, mode
     assert "\n" not in str(info.value) and not events
 
 
-def test_fit_takes_weights_through_create_model(tmp_path, capsys):
-    """`--model-arg weights=...` reaches create_model: here a mistake, one
-    line before the output dir exists."""
+@pytest.mark.parametrize(
+    "model, peer, head", [("resnet18", "torchvision", "fc"), ("vit_tiny", "timm", "head")]
+)
+def test_other_classes_load_every_weight_but_the_head(
+    server, table, sources, tmp_path, model, peer, head
+):
+    """As timm's `create_model(name, pretrained=True, num_classes=5)`: the
+    backbone is the headless model loaded with the same weights, and the new
+    head keeps its fresh initialisation."""
+    entry = publish(server, sources[model], peer, tmp_path, tag="test")
+    kwargs = {"weights": entry.name, "input_shape": TINY_KWARGS[model]["input_shape"]}
+    net = zoo.create_model(model, **kwargs, num_classes=5)
+    backbone = zoo.create_model(model, **kwargs, include_top=False)
+    with_weights = {layer.name for layer in net.layers if layer.weights}
+    assert with_weights - {layer.name for layer in backbone.layers} == {f"{model}_{head}"}
+    assert_same_weights(backbone, net)
+    assert net.output_shape == (None, 5) and len(server.requests) == 1
+
+
+def test_fit_fine_tunes_a_new_head_and_predict_feeds_what_fit_fed(
+    server, table, sources, tmp_path, capsys
+):
+    """`--model-arg weights=...` reaches create_model with the data's classes
+    (two here, the file's three): a new head on the file's features. fit
+    normalises the images with the weights' mean and std and records them;
+    evaluate and predict read them and normalise theirs, saying so."""
+    from images import image_folder
+
+    entry = publish(server, sources["resnet18"], "torchvision", tmp_path)
+    folder = image_folder(tmp_path / "photos", per_class=4, size=16)
+    shutil.rmtree(folder / "owl")
+    run = tmp_path / "run"
+    # One batch of the five training images: JAX and TensorFlow compile one step.
+    argv = ["fit", "--model", "resnet18", "--dataset", str(folder), "--batch-size", "5"]
+    argv += ["--epochs", "1", "--verbose", "0", "--output-dir", str(run)]
+    assert cli.main([*argv, "--model-arg", "weights=torchvision:TEST"]) == 0
+    model_path = str(run / "model.keras")
+    model = zoo.load_model(model_path)
+    assert model.output_shape == (None, 2)
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_kwargs"] == {"weights": "torchvision:TEST"}
+    normalization = {"weights": "torchvision:TEST", "mean": [*entry.mean], "std": [*entry.std]}
+    assert config["normalization"] == normalization
+    note = (
+        f"Normalising inputs as the run in {run / 'config.json'} did for its pretrained weights "
+        "torchvision:TEST: (x - mean) / std on [0, 1] pixels (integers divided by 255), "
+        f"mean {entry.mean}, std {entry.std}\n"
+    )
+    capsys.readouterr()
+    # The test split scores as it did in fit only if it is fed as fit fed it.
+    assert cli.main(["evaluate", "--model-path", model_path]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == pytest.approx(json.loads((run / "metrics.json").read_text()))
+    assert err.endswith(note) and err.count("\n") == 2
+    raw = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype="uint8")
+    if keras.config.image_data_format() == "channels_first":
+        raw = raw.transpose(0, 3, 1, 2)
+    np.save(tmp_path / "images.npy", raw)
+    assert (
+        cli.main(["predict", "--model-path", model_path, "--input", str(tmp_path / "images.npy")])
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert err == note
+    expected = model.predict(pretrained.normalize(raw, entry.mean, entry.std), verbose=0)
+    np.testing.assert_allclose(json.loads(out)["predictions"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_refuses_weights_for_images_of_other_channels(tmp_path, capsys):
+    """digits are grayscale: one line before anything is downloaded or the
+    output dir exists."""
     output = tmp_path / "run"
-    argv = ["fit", "--model", "resnet18", "--output-dir", str(output)]
-    argv += ["--model-arg", "weights=torchvision:IMAGENET1K_V1"]
-    assert cli.main(argv) == 2
-    error = capsys.readouterr().err.strip()
-    assert re.fullmatch(r"error: resnet18 weights .* need num_classes=1000 .*", error), error
+    argv = ["fit", "--model", "mobilenet_v2", "--output-dir", str(output)]
+    assert cli.main([*argv, "--model-arg", "weights=torchvision:DEFAULT"]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "error: mobilenet_v2 weights 'torchvision:IMAGENET1K_V2' need 3 channels (RGB). "
+        "Received: input_shape=(8, 8, 1)\n"
+    )
     assert not output.exists()
 
 
