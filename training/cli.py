@@ -321,14 +321,22 @@ def _fail(exc) -> int:
     return 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line one line on stderr (exit
+    2), like every other mistake, instead of the usage block and the error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _parser():
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--backend",
         help=f"Keras backend: {', '.join(backends.BACKENDS)}; for fit also auto, the fastest "
         "installed one for the model (measured once per machine). Defaults to $KERAS_BACKEND.",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m training",
         description="Train, evaluate and inspect zoo models on any Keras backend.",
     )

@@ -203,15 +203,15 @@ def test_a_model_arg_that_starts_as_json_must_parse(capsys, tmp_path, monkeypatc
     with pytest.raises(SystemExit) as exit:
         cli.main(["fit", "--model", "mlp", "--model-arg", "hidden_units=[512,"])
     assert exit.value.code == 2
-    assert (
-        capsys.readouterr()
-        .err.splitlines()[-1]
-        .endswith(
-            "error: argument --model-arg: expected VALUE to be JSON, received "
-            "'hidden_units=[512,': Expecting value (character 5 of VALUE)"
-        )
+    assert capsys.readouterr().err == (
+        "error: argument --model-arg: expected VALUE to be JSON, received "
+        "'hidden_units=[512,': Expecting value (character 5 of VALUE) "
+        "(see python -m training fit --help)\n"
     )
     assert not os.listdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["fit", "--epochs", "many"])
+    assert exit.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
 def test_wrong_input_shape_is_one_line(trained, capsys):
