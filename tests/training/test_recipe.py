@@ -3,6 +3,7 @@ the smallest models and data, on every backend."""
 
 import json
 import math
+import types
 
 import keras
 import numpy as np
@@ -284,3 +285,28 @@ def test_bad_recipe_values_are_one_line_and_exit_2(args, message, capsys, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_config_file_sets_the_options_a_run_replays_and_flags_override(
+    recipe_run, tmp_path, monkeypatch
+):
+    received = {}
+
+    def fit(model, dataset, **options):
+        received.update(options, model=model, dataset=dataset)
+        return types.SimpleNamespace(output_dir=None)
+
+    monkeypatch.setattr(training, "fit", fit)
+    _, output_dir, _, options = recipe_run
+    replay = ["fit", "--config", str(output_dir / "config.json"), "--output-dir", "again"]
+    assert cli._fit(cli.parse_args(replay)) == 0
+    assert received["model"] == "mlp" and received["model_kwargs"] == {"hidden_units": (8,)}
+    assert {k: received[k] for k in options} == {**options, "model_kwargs": {"hidden_units": (8,)}}
+    assert received["output_dir"] == "again"
+
+    toml = tmp_path / "recipe.toml"
+    toml.write_text('schedule = "cosine"\nema = 0.99\nepochs = 7\n')
+    assert cli._fit(cli.parse_args(["fit", "--config", str(toml), "--epochs", "3"])) == 0
+    assert (received["schedule"], received["ema"], received["epochs"]) == ("cosine", 0.99, 3)
+    toml.write_text("learning_rat = 0.1\n")
+    assert cli.main(["fit", "--config", str(toml)]) == 2
