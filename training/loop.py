@@ -492,17 +492,18 @@ def _image_size(data):
 
 
 def _model_kwargs(model, config):
-    """`model_kwargs`, with `drop_path` where the config asks for it: only for
-    a zoo model whose builder takes it."""
+    """`model_kwargs`, with `drop_path` as the builder's `drop_path_rate`
+    (timm's name) where the config asks for it: only for a zoo model whose
+    builder takes it."""
     if not config.drop_path:
         return config.model_kwargs
-    if not isinstance(model, str) or "drop_path" not in zoo.model_arguments(model):
+    if not isinstance(model, str) or "drop_path_rate" not in zoo.model_arguments(model):
         name = model if isinstance(model, str) else type(model).__name__
         raise ZooError(
             "Expected a zoo model with residual blocks (resnet*, vit_*, mobilenet_v2) for "
             f"drop_path. Received: drop_path={config.drop_path} for {name!r}"
         )
-    return {"drop_path": config.drop_path, **config.model_kwargs}
+    return {"drop_path_rate": config.drop_path, **config.model_kwargs}
 
 
 def _check_precision(net, precision):

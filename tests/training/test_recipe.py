@@ -11,7 +11,7 @@ import pytest
 
 import training
 import zoo
-from training import cli, recipe
+from training import cli, loop, recipe
 from training.config import FitConfig
 
 # Tiny classification arrays: 8x8 one-channel images of 4 classes.
@@ -261,6 +261,12 @@ def test_light_augmentation_crops_and_flips_each_batch_as_its_key_says():
     np.testing.assert_array_equal(first[0], again[0])
     assert not np.array_equal(first[0], other[0])
     np.testing.assert_array_equal(first[1], np.eye(4)[LABELS[:16]])
+
+
+@pytest.mark.parametrize("model", ["resnet18", "mobilenet_v2", "vit_tiny"])
+def test_drop_path_is_the_residual_families_drop_path_rate(model):
+    config = FitConfig(drop_path=0.1, model_kwargs={"name": "net"})
+    assert loop._model_kwargs(model, config) == {"drop_path_rate": 0.1, "name": "net"}
 
 
 @pytest.mark.parametrize(
