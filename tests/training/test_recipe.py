@@ -8,6 +8,7 @@ import types
 import keras
 import numpy as np
 import pytest
+from runs import interrupt
 
 import training
 import zoo
@@ -316,3 +317,45 @@ def test_config_file_sets_the_options_a_run_replays_and_flags_override(
     assert (received["schedule"], received["ema"], received["epochs"]) == ("cosine", 0.99, 3)
     toml.write_text("learning_rat = 0.1\n")
     assert cli.main(["fit", "--config", str(toml)]) == 2
+
+
+# Every recipe option at once, on the bundled digits (but drop_path and cutmix:
+# the mlp has no residual blocks, and mixup takes the mixing).
+EVERYTHING = dict(
+    epochs=3,
+    batch_size=64,
+    learning_rate=0.01,
+    schedule="cosine",
+    warmup_epochs=1,
+    weight_decay=0.05,
+    label_smoothing=0.1,
+    clip_norm=1.0,
+    grad_accum_steps=2,
+    ema=0.9,
+    augment="light",
+    mixup=0.2,
+    early_stopping=5,
+    precision="mixed_bfloat16",
+    model_kwargs={"hidden_units": (16,)},
+    verbose=0,
+)
+
+
+def test_a_killed_run_with_the_whole_recipe_resumes_to_the_uninterrupted_result(tmp_path):
+    straight = training.fit("mlp", "digits", output_dir=str(tmp_path / "straight"), **EVERYTHING)
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(
+            "mlp", "digits", output_dir=resumed, keras_callbacks=[interrupt(at=1)], **EVERYTHING
+        )
+    counter = interrupt()
+    result = training.fit(
+        "mlp", "digits", output_dir=resumed, keras_callbacks=[counter], **EVERYTHING
+    )
+    assert counter.epochs == 2  # from the checkpoint of the first epoch
+    assert result.history.keys() == straight.history.keys()
+    for key, values in straight.history.items():
+        np.testing.assert_allclose(result.history[key], values, rtol=1e-6, err_msg=key)
+    saved = [zoo.load_model(tmp_path / run / "model.keras") for run in ("straight", "resumed")]
+    for want, got in zip(*(net.get_weights() for net in saved), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
