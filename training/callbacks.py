@@ -81,9 +81,18 @@ def recipe_callbacks(config) -> list:
 
 
 def ema_weights(net) -> list:
-    """`net.get_weights()` with the optimizer's EMA in place of each trainable weight."""
-    averages = [v for v in net.optimizer.variables if v.name.endswith("_average")]
-    by_weight = {id(w): a for w, a in zip(net.trainable_weights, averages, strict=True)}
+    """`net.get_weights()` with the optimizer's EMA in place of each trainable
+    weight (each group's own, for a custom step's `OptimizerGroup`)."""
+    optimizer = net.optimizer
+    if hasattr(optimizer, "members"):
+        groups = [(net.group_variables(k), o) for k, o in optimizer.members.items()]
+    else:
+        groups = [(net.trainable_weights, optimizer)]
+    by_weight = {}
+    for weights, member in groups:
+        averages = [v for v in member.variables if v.name.endswith("_average")]
+        if averages:  # a member without EMA keeps its raw weights
+            by_weight.update({id(w): a for w, a in zip(weights, averages, strict=True)})
     return [keras.ops.convert_to_numpy(by_weight.get(id(w), w)) for w in net.weights]
 
 

@@ -513,6 +513,13 @@ def _check_precision(net, precision):
             f"Expected a model built with the dtype policy {precision!r}, or a zoo model name "
             f"to build with it. Received: {net.name!r} with {policy.name!r}"
         )
+    if precision == "mixed_float16" and isinstance(net, CustomStepModel):
+        # Its step applies its own gradients, with no loss to scale.
+        raise ZooError(
+            "Expected precision float32 or mixed_bfloat16 for a model with a custom training "
+            f"step, which does not scale its losses. Received: precision='mixed_float16' for "
+            f"{net.name!r}"
+        )
 
 
 def _check_inputs(net, x, name):

@@ -359,3 +359,60 @@ def test_a_killed_run_with_the_whole_recipe_resumes_to_the_uninterrupted_result(
     saved = [zoo.load_model(tmp_path / run / "model.keras") for run in ("straight", "resumed")]
     for want, got in zip(*(net.get_weights() for net in saved), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+class _RawWeights(keras.callbacks.Callback):
+    """The trainable weights by path before training and after each epoch
+    (JAX's trainer writes them back to the variables only then)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def _record(self):
+        self.steps.append(
+            {v.path: keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables}
+        )
+
+    def on_train_begin(self, logs=None):
+        self._record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record()
+
+
+def test_a_custom_step_model_honours_precision_clipping_and_ema(tmp_path):
+    recorder = _RawWeights()
+    run = dict(epochs=2, batch_size=70, model_kwargs={"latent_dim": 8}, verbose=0)
+    training.fit(
+        "dcgan",
+        (IMAGES, LABELS),  # 70 training images: one step an epoch
+        optimizer="sgd",
+        learning_rate=1.0,
+        clip_norm=1e-3,
+        ema=0.5,
+        precision="mixed_bfloat16",
+        output_dir=str(tmp_path / "run"),
+        keras_callbacks=[recorder],
+        **run,
+    )
+    saved = zoo.load_model(tmp_path / "run" / "model.keras")
+    for network in (saved.generator, saved.discriminator):
+        assert {layer.dtype_policy.name for layer in network.layers} == {"mixed_bfloat16"}
+    assert {w.dtype for w in saved.weights} == {"float32"}
+
+    # Each network's SGD step moves it by the clipped norm.
+    before, first, second = recorder.steps
+    for group in ("generator", "discriminator"):
+        paths = [v.path for v in saved.group_variables(group)]
+        for old, new in ((before, first), (first, second)):
+            norm = math.sqrt(sum(((new[p] - old[p]) ** 2).sum() for p in paths))
+            assert norm == pytest.approx(1e-3, rel=1e-4)
+    # The saved weights are the EMA of the raw ones (the first step's average is its weights).
+    for weight in saved.trainable_variables:
+        average = 0.5 * first[weight.path] + 0.5 * second[weight.path]
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(weight), average, rtol=1e-6)
+    assert any(not np.array_equal(first[p], second[p]) for p in second)
+
+    with pytest.raises(zoo.ZooError, match="does not scale its losses"):
+        training.fit("dcgan", (IMAGES, LABELS), precision="mixed_float16", **run)
