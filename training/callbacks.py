@@ -43,6 +43,9 @@ def for_run(
     if resumed:
         run_callbacks.append(RestoreGlobalRNG(resumed.global_rng_state))
     run_callbacks += user
+    # The recipe's own, after the user's; the checkpoint carries their state as theirs.
+    own = recipe_callbacks(config)
+    run_callbacks += own
     if config.tensorboard:
         run_callbacks.append(tensorboard(os.path.join(output_dir, "tensorboard")))
     if generative and output_dir:
@@ -53,12 +56,54 @@ def for_run(
                 output_dir,
                 config,
                 run,
-                user,
+                [*user, *own],
                 resumed=resumed,
                 skip=lambda: nan_stop.stopped_at is not None,
             )
         )
     return run_callbacks, nan_stop
+
+
+def recipe_callbacks(config) -> list:
+    """`ema`'s and `early_stopping`'s callbacks: validation on the EMA
+    weights (Keras' `SwapEMAWeights`; after training, Keras puts them in the
+    model for good), and Keras' `EarlyStopping` on the validation loss, which
+    restores the best epoch's weights."""
+    own = []
+    if config.ema is not None:
+        own.append(keras.callbacks.SwapEMAWeights())
+    if config.early_stopping:
+        stopping = keras.callbacks.EarlyStopping if config.ema is None else EarlyStoppingOnEMA
+        own.append(
+            stopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True)
+        )
+    return own
+
+
+def ema_weights(net) -> list:
+    """`net.get_weights()` with the optimizer's EMA in place of each trainable
+    weight (each group's own, for a custom step's `OptimizerGroup`)."""
+    optimizer = net.optimizer
+    if hasattr(optimizer, "members"):
+        groups = [(net.group_variables(k), o) for k, o in optimizer.members.items()]
+    else:
+        groups = [(net.trainable_weights, optimizer)]
+    by_weight = {}
+    for weights, member in groups:
+        averages = [v for v in member.variables if v.name.endswith("_average")]
+        if averages:  # a member without EMA keeps its raw weights
+            by_weight.update({id(w): a for w, a in zip(weights, averages, strict=True)})
+    return [keras.ops.convert_to_numpy(by_weight.get(id(w), w)) for w in net.weights]
+
+
+class EarlyStoppingOnEMA(keras.callbacks.EarlyStopping):
+    """Keras' `EarlyStopping` for a run with EMA: the weights it keeps are the
+    EMA weights, which the validation loss it watches was measured on."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.restore_best_weights and self.best_epoch == epoch:
+            self.best_weights = ema_weights(self.model)
 
 
 def tensorboard(log_dir) -> keras.callbacks.Callback:

@@ -25,12 +25,58 @@ _DEFAULT_TEXT = {"output_dir": "runs/MODEL-DATASET"}
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ValueError as exc:
+        return _fail(exc)
     try:
         return _run(args, argv)
     except KeyboardInterrupt:
         print(_interrupted(args), file=sys.stderr)
         return 130
+
+
+# What a run's config.json records besides the options: read back, not set.
+_RUN_RECORD = ("backend", "keras_version", "model_source", "data")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, where `fit --config FILE` gives the defaults of the
+    flags that the command line does not give."""
+    args = _parser().parse_args(argv)
+    if getattr(args, "config", None):
+        args = _parser(fit_defaults=read_config(args.config)).parse_args(argv)
+    return args
+
+
+def read_config(path) -> dict:
+    """`fit`'s options from a JSON or TOML file: `FitConfig` fields, `model`
+    and `dataset`; a run's own `config.json` replays the run."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f) if path.endswith(".toml") else json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"Expected a JSON or TOML file for --config. Received: {path!r} ({exc})"
+        ) from exc
+    fields = {field.name for field in dataclasses.fields(FitConfig)} | {"model", "dataset"}
+    unknown = sorted(set(values) - fields - set(_RUN_RECORD))
+    if not isinstance(values, dict) or unknown:
+        raise ValueError(
+            f"Expected --config to hold fit's options ({', '.join(sorted(fields))}). "
+            f"Received: {path!r} with {', '.join(unknown) or type(values).__name__}"
+        )
+    source = values.get("model_source") or {}
+    options = {key: value for key, value in values.items() if key in fields}
+    if "name" in source or "path" in source:  # the zoo name or the file, not net.name
+        options["model"] = source.get("name") or source["path"]
+    if "path" in (values.get("data") or {}):
+        options["dataset"] = values["data"]["path"]
+    kwargs = options.get("model_kwargs") or {}
+    options["model_kwargs"] = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    return options
 
 
 def _run(args, argv):
@@ -329,7 +375,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _parser():
+def _parser(fit_defaults=None):
     common = _Parser(add_help=False)
     common.add_argument(
         "--backend",
@@ -356,6 +402,13 @@ def _parser():
         "(default: %(default)s)",
     )
     _add_fit_config_flags(fit)
+    fit.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a JSON or TOML file of these options (a run's config.json replays the run); "
+        "flags given as well override it",
+    )
+    fit.set_defaults(**(fit_defaults or {}))
 
     evaluate = commands.add_parser(
         "evaluate", parents=[common], help="test a saved model; prints JSON"

@@ -30,6 +30,23 @@ DEFAULT_LEARNING_RATE = 5e-3
 DISTRIBUTE_MODES = ("data",)
 # Keras' `verbose=` values.
 VERBOSITIES = ("auto", 0, 1, 2)
+# The recipe's named choices (see `training.recipe`).
+SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+AUGMENTATIONS = ("none", "light", "randaugment")
+# The fields that make the optimizer or the loss.
+RECIPE_OPTIMIZER = (
+    "schedule",
+    "warmup_epochs",
+    "min_learning_rate",
+    "weight_decay",
+    "clip_norm",
+    "grad_accum_steps",
+    "ema",
+    "label_smoothing",
+    "mixup",
+    "cutmix",
+)
 
 
 @functools.cache
@@ -140,6 +157,77 @@ class FitConfig:
         help="the optimizer's learning rate",
         default_text=f"the model's recommendation, else `{DEFAULT_LEARNING_RATE}`",
     )
+    schedule: str = option(
+        "constant",
+        help="the learning rate over the run: `constant`, `cosine` (decays to "
+        "`min_learning_rate` by the last step) or `step` (a tenth of it after a third and "
+        "again after two thirds of the epochs, as torchvision's reference recipe)",
+    )
+    warmup_epochs: int = option(
+        0,
+        help="epochs of linear warmup from near 0 to the learning rate before the schedule "
+        "(per step for `constant` and `cosine`, per epoch for `step`, as timm steps it)",
+    )
+    min_learning_rate: float = option(
+        0.0, help="the floor the `cosine` and `step` schedules decay to"
+    )
+    weight_decay: float = option(
+        0.0,
+        help="decoupled weight decay (AdamW-style, times the learning rate) on every "
+        "trainable weight, with any optimizer; 0 is off",
+    )
+    label_smoothing: float = option(
+        0.0, help="label smoothing of classifiers' cross-entropy, in [0, 1)"
+    )
+    clip_norm: float | None = option(
+        None,
+        help="clips the gradients' global norm to this before each update",
+        default_text="no clipping",
+    )
+    grad_accum_steps: int = option(
+        1,
+        help="batches whose gradients are averaged into one update (an effective batch "
+        "of `batch_size` times this)",
+    )
+    ema: float | None = option(
+        None,
+        help="keeps an exponential moving average of the weights with this decay "
+        "(e.g. 0.999); validation, the test metrics and the saved model use it, as in timm",
+        default_text="no average",
+        metavar="DECAY",
+    )
+    precision: str = option(
+        "float32",
+        help="the dtype policy: `float32`, `mixed_bfloat16` or `mixed_float16` (float32 "
+        "weights, 16-bit compute; float16 with dynamic loss scaling)",
+    )
+    augment: str = option(
+        "none",
+        help="image classifiers' training-time augmentation: `none`, `light` (a random crop "
+        "of the image padded by an eighth, and a horizontal flip) or `randaugment`",
+    )
+    mixup: float = option(
+        0.0, help="image classifiers' mixup with this alpha; 0 is off", metavar="ALPHA"
+    )
+    cutmix: float = option(
+        0.0,
+        help="image classifiers' cutmix with this alpha; 0 is off; with `mixup` too, each "
+        "batch takes one of them at random, as in timm",
+        metavar="ALPHA",
+    )
+    early_stopping: int | None = option(
+        None,
+        help="stops after this many epochs without a better validation loss, and keeps the "
+        "best epoch's weights",
+        default_text="train every epoch",
+        metavar="PATIENCE",
+    )
+    drop_path: float = option(
+        0.0,
+        help="stochastic depth: the largest rate at which a residual branch is dropped, "
+        "rising linearly over the blocks as in timm (ResNets, ViT, MobileNetV2)",
+        metavar="RATE",
+    )
     seed: int = option(0, help="seeds the split, the initial weights and the shuffling")
     validation_fraction: float = option(0.1, help="share of the data held out for validation")
     test_fraction: float = option(
@@ -248,9 +336,58 @@ class FitConfig:
                 f"Expected distribute='data' with devices. Received: devices={self.devices}, "
                 "distribute=None"
             )
+        self._check_recipe()
         if self.verbose not in VERBOSITIES:
             _invalid(
                 f"Expected verbose to be 'auto', 0, 1 or 2. Received: verbose={self.verbose!r}"
+            )
+
+    def _check_recipe(self):
+        for name, choices in (
+            ("schedule", SCHEDULES),
+            ("precision", PRECISIONS),
+            ("augment", AUGMENTATIONS),
+        ):
+            if getattr(self, name) not in choices:
+                _invalid(
+                    f"Expected {name} to be one of {', '.join(choices)}. "
+                    f"Received: {name}={getattr(self, name)!r}"
+                )
+        for name in ("warmup_epochs", "grad_accum_steps", "early_stopping"):
+            value = getattr(self, name)
+            least = 0 if name == "warmup_epochs" else 1
+            if (value is not None or name != "early_stopping") and not _is_int(value, least):
+                _invalid(f"Expected {name} to be an int >= {least}. Received: {name}={value!r}")
+        ranges = {  # name: (lowest, above the highest or the highest)
+            "min_learning_rate": (0, None),
+            "weight_decay": (0, None),
+            "mixup": (0, None),
+            "label_smoothing": (0, 1),
+            "drop_path": (0, 1),
+        }
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if not _is_number(value) or value < low or (high is not None and value >= high):
+                within = f"in [{low}, {high})" if high is not None else f">= {low}"
+                _invalid(f"Expected {name} to be a number {within}. Received: {name}={value!r}")
+        if not _is_number(self.cutmix) or not 0 <= self.cutmix <= 1:
+            # Keras' CutMix takes its beta distribution's alpha up to 1, timm's default.
+            _invalid(f"Expected cutmix to be a number in [0, 1]. Received: cutmix={self.cutmix!r}")
+        if self.clip_norm is not None and not (_is_number(self.clip_norm) and self.clip_norm > 0):
+            _invalid(
+                f"Expected clip_norm to be a number > 0. Received: clip_norm={self.clip_norm!r}"
+            )
+        if self.ema is not None and not (_is_number(self.ema) and 0 < self.ema < 1):
+            _invalid(f"Expected ema to be a decay in (0, 1). Received: ema={self.ema!r}")
+        if self.learning_rate is not None and self.min_learning_rate >= self.learning_rate:
+            _invalid(
+                "Expected min_learning_rate below learning_rate. Received: min_learning_rate="
+                f"{self.min_learning_rate!r}, learning_rate={self.learning_rate!r}"
+            )
+        if self.warmup_epochs >= self.epochs:
+            _invalid(
+                "Expected warmup_epochs below epochs. Received: "
+                f"warmup_epochs={self.warmup_epochs}, epochs={self.epochs}"
             )
 
     @classmethod
@@ -264,20 +401,41 @@ class FitConfig:
             )
         return cls(**options)
 
-    def make_optimizer(self, recommended=None):
+    def make_optimizer(self, recommended=None, steps_per_epoch=1):
         """The `keras.optimizers.Optimizer` asked for. Without a name, the
         model's `recommended` one if any (with `learning_rate`, if given),
-        else Adam at 5e-3."""
+        else Adam at 5e-3; with the recipe's schedule over `steps_per_epoch`
+        batches an epoch, weight decay, clipping, accumulation and EMA
+        (`training.recipe.optimizer_arguments`)."""
+        from training import recipe  # imports keras
+
         if self.optimizer is None and recommended is not None:
-            config = recommended.get_config()
-            if self.learning_rate is not None:
-                config["learning_rate"] = self.learning_rate
-            return type(recommended).from_config(config)
-        name = self.optimizer or DEFAULT_OPTIMIZER
-        return optimizers()[name](learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE)
+            cls, arguments = type(recommended), recommended.get_config()
+        else:
+            cls = optimizers()[self.optimizer or DEFAULT_OPTIMIZER]
+            arguments = {"learning_rate": DEFAULT_LEARNING_RATE}
+        base = self.learning_rate or arguments["learning_rate"]
+        arguments.update(recipe.optimizer_arguments(self, base, steps_per_epoch))
+        return cls.from_config(arguments)
+
+    def recompiles(self) -> bool:
+        """Whether a compiled model is compiled again for this config: it asks
+        for an optimizer, learning rate, loss or frozen backbone of its own."""
+        defaults = FitConfig()
+        return bool(self.optimizer or self.learning_rate or self.freeze_backbone) or any(
+            getattr(self, name) != getattr(defaults, name) for name in RECIPE_OPTIMIZER
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _is_int(value, least):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_number(value):
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def default(field):

@@ -22,6 +22,7 @@ from training import (
     performance,
     pipeline,
     preprocessing,
+    recipe,
 )
 from training.config import FitConfig
 from training.data import Dataset, fingerprint_arrays, from_arrays, load_dataset
@@ -189,23 +190,37 @@ def fit(
     if resumed:
         net, task = resumed.net, _task(model, data)
     else:
-        net, task = _model(model, data, config.model_kwargs)
+        with recipe.dtype_policy(config.precision):
+            net, task = _model(model, data, _model_kwargs(model, config))
+        _check_precision(net, config.precision)
     if normalization:
         data = preprocessing.apply_to_dataset(data, normalization)
+    recipe.check_augmentation(config, task, data)
+    if config.early_stopping and (isinstance(data, pipeline.Stream) and data.validation is None):
+        raise ZooError(
+            "Expected validation data for early_stopping, which watches the validation "
+            "loss. Received: a data pipeline without validation_data"
+        )
     # Only once the arguments are known good: a mistake leaves no dir behind.
     output_dir = config.output_dir and outputs.prepare_dir(
         distribute.run_dir(config.output_dir), overwrite=config.overwrite, resuming=bool(resumed)
     )
     if task in _OBJECTIVES:
-        data = _match_targets(net, data)
+        data = _match_targets(net, data, soft=recipe.soft_targets(config))
+    epoch = resumed.epoch if resumed else 0
+    inputs = pipeline.training_inputs(
+        data,
+        config.batch_size,
+        seed=config.seed,
+        epoch=epoch,
+        augment=recipe.Augmentation(config, _image_size(data)) if recipe.augments(config) else None,
+    )
     if not resumed:
-        _prepare_training(net, task, data, config)
+        _prepare_training(net, task, data, config, inputs.steps)
     elif task in _OBJECTIVES:
         performance.configure(net)  # run-time settings are not saved with a model
 
     # The callbacks and the one `model.fit` call.
-    epoch = resumed.epoch if resumed else 0
-    inputs = pipeline.training_inputs(data, config.batch_size, seed=config.seed, epoch=epoch)
     run_callbacks, nan_stop = callbacks.for_run(
         config,
         user=list(keras_callbacks),
@@ -262,33 +277,48 @@ def _nan_message(nan_stop, output_dir):
     )
 
 
-def _prepare_training(net, task, data, config):
+def _prepare_training(net, task, data, config, steps_per_epoch):
     """Freezes, pre-trains a teacher and compiles, as the config and model ask.
 
     A compiled model keeps its compilation (and optimizer state) unless the
-    config asks for another optimizer, learning rate or a frozen backbone.
+    config asks for another optimizer, learning rate, recipe or a frozen
+    backbone.
     """
     if config.freeze_backbone:
         freeze_backbone(net)
     if getattr(net, "teacher_trained", True) is False:
         _train_teacher(net, data, config)
-    recompile = config.optimizer or config.learning_rate or config.freeze_backbone
-    if not net.compiled or recompile:
+    if not net.compiled or config.recompiles():
         recommended = net.default_optimizer() if hasattr(net, "default_optimizer") else None
-        compile_for_task(net, task, config.make_optimizer(recommended))
+        if steps_per_epoch is None and (config.schedule != "constant" or config.warmup_epochs):
+            raise ZooError(
+                "Expected a data pipeline of known length for a learning-rate schedule or "
+                f"warmup. Received: schedule={config.schedule!r}, "
+                f"warmup_epochs={config.warmup_epochs}"
+            )
+        optimizer = config.make_optimizer(recommended, steps_per_epoch or 1)
+        smoothing = config.label_smoothing if recipe.soft_targets(config) else None
+        compile_for_task(net, task, optimizer, label_smoothing=smoothing)
 
 
-def compile_for_task(net, task, optimizer) -> None:
+def compile_for_task(net, task, optimizer, *, label_smoothing=None) -> None:
     """Compiles `net` with the loss and metrics of a `zoo.TASKS` task.
 
     Models with a custom training step (`task` of `None` or one not in
     `_OBJECTIVES`) carry their own losses and metrics and take only the
-    optimizer (copied for each of their optimizer groups).
+    optimizer (copied for each of their optimizer groups). A classifier with
+    a `label_smoothing` (0 included) takes one-hot targets, which mixup and
+    cutmix mix.
     """
     if task not in _OBJECTIVES:
         net.compile(optimizer=optimizer)
         return
     loss, metrics = _OBJECTIVES[task](net)
+    if label_smoothing is not None and task == "classification":
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     performance.configure(net)
 
@@ -321,8 +351,8 @@ def _train_teacher(distiller, data, config):
     """Trains a distiller's untrained teacher on the same data, then freezes it."""
     teacher = distiller.teacher
     teacher.trainable = True
-    compile_for_task(teacher, "classification", config.make_optimizer())
     inputs = pipeline.training_inputs(data, config.batch_size, seed=config.seed)
+    compile_for_task(teacher, "classification", config.make_optimizer(None, inputs.steps or 1))
     teacher.fit(
         **inputs.arguments,
         epochs=config.epochs,
@@ -443,8 +473,10 @@ def _model(model, data, model_kwargs):
     return zoo.create_model(model, **kwargs), task
 
 
-def _match_targets(net, data):
-    """Gives a one-unit classifier its labels as a float column.
+def _match_targets(net, data, soft=False):
+    """Gives a one-unit classifier its labels as a float column, and a
+    classifier trained on one-hot targets (`soft`, or compiled with
+    categorical cross-entropy) one-hot labels.
 
     Binary metrics do not squeeze: `(N,)` labels against `(N, 1)` probabilities
     broadcast to `(N, N)` and give a meaningless accuracy.
@@ -453,14 +485,60 @@ def _match_targets(net, data):
         isinstance(net, CustomStepModel)
         or isinstance(data, pipeline.Stream)
         or data.task != "classification"
-        or net.output_shape[-1] != 1
     ):
         return data
-    column = {
-        split: getattr(data, split).reshape(-1, 1).astype("float32")
-        for split in ("y_train", "y_val", "y_test")
-    }
-    return dataclasses.replace(data, **column)
+    units = net.output_shape[-1]
+    if units == 1:
+        column = {
+            split: getattr(data, split).reshape(-1, 1).astype("float32")
+            for split in ("y_train", "y_val", "y_test")
+        }
+        return dataclasses.replace(data, **column)
+    if soft or isinstance(getattr(net, "loss", None), keras.losses.CategoricalCrossentropy):
+        one_hot = {
+            split: np.eye(units, dtype="float32")[getattr(data, split)]
+            for split in ("y_train", "y_val", "y_test")
+            if getattr(data, split).ndim == 1
+        }
+        return dataclasses.replace(data, **one_hot)
+    return data
+
+
+def _image_size(data):
+    """`(height, width)` of a data set's images."""
+    shape = data.input_shape
+    return shape[:2] if keras.config.image_data_format() == "channels_last" else shape[1:]
+
+
+def _model_kwargs(model, config):
+    """`model_kwargs`, with `drop_path` as the builder's `drop_path_rate`
+    (timm's name) where the config asks for it: only for a zoo model whose
+    builder takes it."""
+    if not config.drop_path:
+        return config.model_kwargs
+    if not isinstance(model, str) or "drop_path_rate" not in zoo.model_arguments(model):
+        name = model if isinstance(model, str) else type(model).__name__
+        raise ZooError(
+            "Expected a zoo model with residual blocks (resnet*, vit_*, mobilenet_v2) for "
+            f"drop_path. Received: drop_path={config.drop_path} for {name!r}"
+        )
+    return {"drop_path_rate": config.drop_path, **config.model_kwargs}
+
+
+def _check_precision(net, precision):
+    policy = getattr(net, "dtype_policy", None)
+    if policy is not None and policy.name != precision:
+        raise ZooError(
+            f"Expected a model built with the dtype policy {precision!r}, or a zoo model name "
+            f"to build with it. Received: {net.name!r} with {policy.name!r}"
+        )
+    if precision == "mixed_float16" and isinstance(net, CustomStepModel):
+        # Its step applies its own gradients, with no loss to scale.
+        raise ZooError(
+            "Expected precision float32 or mixed_bfloat16 for a model with a custom training "
+            f"step, which does not scale its losses. Received: precision='mixed_float16' for "
+            f"{net.name!r}"
+        )
 
 
 def _check_inputs(net, x, name):

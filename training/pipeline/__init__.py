@@ -73,13 +73,27 @@ class EpochBatches(keras.utils.PyDataset):
         last_multiple: what the last partial batch is cut to a multiple of.
             Defaults to `1`: it is kept whole.
         workers: threads reading batches ahead. Defaults to `1`: none.
+        augment: transforms a whole global batch, `augment(x, y, key)` ->
+            `(x, y)`, drawing from `key = (seed, epoch, index)` alone (a
+            `training.recipe.Augmentation`). Defaults to `None`.
     """
 
     def __init__(
-        self, x, y, batch_size, *, seed=None, epoch=0, shard=(0, 1), last_multiple=1, workers=1
+        self,
+        x,
+        y,
+        batch_size,
+        *,
+        seed=None,
+        epoch=0,
+        shard=(0, 1),
+        last_multiple=1,
+        workers=1,
+        augment=None,
     ):
         super().__init__(workers=workers)
         self.x, self.y = x, y
+        self.augment = augment
         self.batch_size = batch_size
         self.seed = seed
         self.shard = shard
@@ -102,6 +116,14 @@ class EpochBatches(keras.utils.PyDataset):
         size = self.batch_size if index < len(self.x) // self.batch_size else self.last_size
         shard, shards = self.shard
         part = size // shards
+        if self.augment is not None:
+            # The whole global batch, as one process would mix it, then this slice.
+            start = index * self.batch_size
+            rows = self._order[start : start + size]
+            x, y = self.augment(
+                np.asarray(self.x[rows]), np.asarray(self.y[rows]), (self.seed, self.epoch, index)
+            )
+            return x[shard * part : (shard + 1) * part], y[shard * part : (shard + 1) * part]
         start = index * self.batch_size + shard * part
         rows = self._order[start : start + part]
         x = np.asarray(self.x[rows])
@@ -224,13 +246,14 @@ def _first_batch(train):
     return np.asarray(x), None if y is None else np.asarray(y)
 
 
-def training_inputs(data, batch_size, *, seed, epoch=0) -> Inputs:
+def training_inputs(data, batch_size, *, seed, epoch=0, augment=None) -> Inputs:
     """`model.fit`'s data for a `training.Dataset`, from `epoch` on.
 
     The training samples come in an order drawn from `(seed, epoch)` each
     epoch. In a data-parallel run, this process's slices of the global
     batches, the last partial one dropped, and evaluation batches that the
-    replicas can split.
+    replicas can split. `augment` transforms each training batch (see
+    `EpochBatches`), on every backend in an `EpochBatches`.
     """
     if isinstance(data, Stream):
         return _stream_inputs(data, batch_size, seed)
@@ -247,7 +270,12 @@ def training_inputs(data, batch_size, *, seed, epoch=0) -> Inputs:
         validation_batch_size=validation.get("batch_size"),
     )
     lazy = isinstance(data.x_train, ImageFiles)
-    if replicas is None and not lazy and keras.backend.backend() == "tensorflow":
+    if (
+        replicas is None
+        and not lazy
+        and augment is None
+        and keras.backend.backend() == "tensorflow"
+    ):
         from training.pipeline import _tensorflow
 
         batches = _tensorflow.EpochDataset(
@@ -263,6 +291,7 @@ def training_inputs(data, batch_size, *, seed, epoch=0) -> Inputs:
         shard=(0, 1) if replicas is None else replicas.data_shard,
         last_multiple=1 if replicas is None else batch_size,
         workers=IMAGE_WORKERS if lazy else 1,
+        augment=augment,
     )
     return Inputs({**arguments, "x": batches}, [FollowEpochs([batches])], len(batches))
 

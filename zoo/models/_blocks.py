@@ -1,6 +1,6 @@
 """Blocks and constants that several families share, so that no family imports
 another: torchvision's BatchNorm settings, its symmetric padding of strided
-convolutions, and the `pooling` of a headless backbone."""
+convolutions, the `pooling` of a headless backbone, and timm's drop path."""
 
 import keras
 
@@ -64,3 +64,24 @@ def apply_pooling(x, pooling, *, avg_name, max_name):
     if pooling == "max":
         return keras.layers.GlobalMaxPooling2D(name=max_name)(x)
     return x
+
+
+def apply_drop_path(x, rate, *, name):
+    """timm's `DropPath` (stochastic depth) on a residual branch `x`: in
+    training each sample's whole branch is dropped with probability `rate`
+    and kept ones are scaled by `1 / (1 - rate)`; at inference it is the
+    identity.
+
+    A `Dropout` whose noise is one value per sample does exactly that and has
+    no weights, so a model's weights map to torchvision's and timm's with or
+    without it. A rate of 0 adds no layer, as timm's `nn.Identity`.
+
+    Args:
+        x: the branch's output, batch first.
+        rate: the probability of dropping a sample's branch.
+        name: the layer's name.
+    """
+    if not rate:
+        return x
+    noise_shape = (None,) + (1,) * (len(x.shape) - 1)
+    return keras.layers.Dropout(rate, noise_shape=noise_shape, name=name)(x)

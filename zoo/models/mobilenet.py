@@ -4,13 +4,21 @@ Layer names follow torchvision's module names with `_` for `.`
 (`features.2.conv.1.0`, the depthwise convolution of the second inverted
 residual block, is `{name}_features_2_conv_1_0`), so weights map one to one.
 Strided convolutions pad symmetrically, as torch does, through an explicit
-`ZeroPadding2D`; BatchNorm uses torch's epsilon and momentum.
+`ZeroPadding2D`; BatchNorm uses torch's epsilon and momentum. Stochastic depth
+is timm's (`drop_path_rate`), a weightless `{block}_drop_path` on each residual
+branch.
 """
 
 import keras
 
 from zoo import checks, layout
-from zoo.models._blocks import POOLINGS, apply_padded_conv, apply_pooling, batch_norm
+from zoo.models._blocks import (
+    POOLINGS,
+    apply_drop_path,
+    apply_padded_conv,
+    apply_pooling,
+    batch_norm,
+)
 from zoo.registry import register_model
 
 # torchvision's inverted_residual_setting: expansion t, channels c, repeats n, stride s.
@@ -49,10 +57,11 @@ def apply_conv_bn_relu6(x, filters, kernel_size, *, strides, name, depthwise=Fal
     return keras.layers.ReLU(max_value=6.0, name=f"{name}_2")(x)
 
 
-def apply_inverted_residual(x, filters, *, strides, expand_ratio, name):
+def apply_inverted_residual(x, filters, *, strides, expand_ratio, name, drop_path_rate=0.0):
     """torchvision's `InvertedResidual`: a 1x1 expansion (unless `expand_ratio`
     is 1), a 3x3 depthwise convolution, a linear 1x1 projection, and a residual
-    connection when the shape is unchanged."""
+    connection when the shape is unchanged, its branch dropped at
+    `drop_path_rate` as in timm."""
     in_channels = x.shape[layout.channel_axis()]
     y = x
     index = 0
@@ -66,11 +75,14 @@ def apply_inverted_residual(x, filters, *, strides, expand_ratio, name):
     y = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv_{index + 1}")(y)
     y = batch_norm(f"{name}_conv_{index + 2}")(y)
     if strides == 1 and in_channels == filters:
+        y = apply_drop_path(y, drop_path_rate, name=f"{name}_drop_path")
         y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
 
 
-def build_mobilenet_v2(*, input_shape, num_classes, include_top, pooling, alpha, dropout, name):
+def build_mobilenet_v2(
+    *, input_shape, num_classes, include_top, pooling, alpha, dropout, drop_path_rate, name
+):
     """Builds a MobileNetV2 as a Functional model.
 
     Args:
@@ -82,6 +94,9 @@ def build_mobilenet_v2(*, input_shape, num_classes, include_top, pooling, alpha,
         alpha: width multiplier (torchvision's `width_mult`); channels are
             rounded to multiples of 8.
         dropout: dropout rate before the classifier's `Linear`.
+        drop_path_rate: stochastic depth, rising linearly over the inverted
+            residual blocks as timm's builder does: block `i` of `n` drops
+            its branch at `drop_path_rate * i / n`.
         name: model name, the prefix of every layer name.
     """
     checks.model_name(name)
@@ -91,6 +106,7 @@ def build_mobilenet_v2(*, input_shape, num_classes, include_top, pooling, alpha,
     input_shape, _ = checks.image_shape(input_shape, model=name)
     checks.positive_int(num_classes, name="num_classes", model=name)
     dropout = checks.fraction(dropout, name="dropout", model=name)
+    drop_path_rate = checks.fraction(drop_path_rate, name="drop_path_rate", model=name)
 
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
@@ -98,6 +114,7 @@ def build_mobilenet_v2(*, input_shape, num_classes, include_top, pooling, alpha,
         inputs, make_divisible(32 * alpha), 3, strides=2, name=f"{name}_features_0"
     )
     index = 1
+    blocks = sum(repeats for _, _, repeats, _ in INVERTED_RESIDUAL_SETTING)
     for expand_ratio, channels, repeats, stride in INVERTED_RESIDUAL_SETTING:
         for repeat in range(repeats):
             x = apply_inverted_residual(
@@ -106,6 +123,7 @@ def build_mobilenet_v2(*, input_shape, num_classes, include_top, pooling, alpha,
                 strides=stride if repeat == 0 else 1,
                 expand_ratio=expand_ratio,
                 name=f"{name}_features_{index}",
+                drop_path_rate=drop_path_rate * (index - 1) / blocks,
             )
             index += 1
     last_channels = make_divisible(1280 * max(1.0, alpha))
@@ -154,6 +172,7 @@ def mobilenet_v2(
     pooling=None,
     alpha=1.0,
     dropout=0.2,
+    drop_path_rate=0.0,
     name="mobilenet_v2",
 ):
     """MobileNetV2: inverted residual blocks with linear bottlenecks.
@@ -167,6 +186,8 @@ def mobilenet_v2(
         alpha: width multiplier (torchvision's `width_mult`), channels rounded
             to multiples of 8. Defaults to `1.0`.
         dropout: dropout rate before the classifier. Defaults to `0.2`.
+        drop_path_rate: stochastic depth, rising linearly over the blocks to
+            this rate as in timm. Defaults to `0.0`.
         name: model name, the prefix of every layer name. Defaults to `"mobilenet_v2"`.
 
     Example:
@@ -180,5 +201,6 @@ def mobilenet_v2(
         pooling=pooling,
         alpha=alpha,
         dropout=dropout,
+        drop_path_rate=drop_path_rate,
         name=name,
     )

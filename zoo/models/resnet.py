@@ -4,13 +4,20 @@ Layer names follow torchvision's module names with `_` for `.`
 (`layer1.0.downsample.0` is `{name}_layer1_0_downsample_0`), so weights map one
 to one. Where torch pads symmetrically and Keras' `"same"` would not (strided
 convolutions and the stem's max pool), the padding is an explicit
-`ZeroPadding2D`; BatchNorm uses torch's epsilon.
+`ZeroPadding2D`; BatchNorm uses torch's epsilon. Stochastic depth is timm's
+(`drop_path_rate`), a weightless `{block}_drop_path` on each residual branch.
 """
 
 import keras
 
 from zoo import checks, layout
-from zoo.models._blocks import POOLINGS, apply_padded_conv, apply_pooling, batch_norm
+from zoo.models._blocks import (
+    POOLINGS,
+    apply_drop_path,
+    apply_padded_conv,
+    apply_pooling,
+    batch_norm,
+)
 from zoo.registry import register_model
 
 STEMS = ("imagenet", "small")
@@ -23,8 +30,9 @@ def _conv_bn(x, filters, kernel_size, *, strides, name, bn_name, relu):
     return keras.layers.ReLU(name=f"{bn_name}_relu")(x) if relu else x
 
 
-def apply_basic_block(x, filters, *, strides, name):
-    """torchvision's `BasicBlock`: two 3x3 convolutions and a shortcut."""
+def apply_basic_block(x, filters, *, strides, name, drop_path_rate=0.0):
+    """torchvision's `BasicBlock`: two 3x3 convolutions and a shortcut, the
+    branch dropped at `drop_path_rate` as in timm."""
     shortcut = x
     y = _conv_bn(
         x, filters, 3, strides=strides, name=f"{name}_conv1", bn_name=f"{name}_bn1", relu=True
@@ -32,12 +40,14 @@ def apply_basic_block(x, filters, *, strides, name):
     y = _conv_bn(y, filters, 3, strides=1, name=f"{name}_conv2", bn_name=f"{name}_bn2", relu=False)
     if strides != 1 or x.shape[layout.channel_axis()] != filters:
         shortcut = _downsample(x, filters, strides=strides, name=name)
+    y = apply_drop_path(y, drop_path_rate, name=f"{name}_drop_path")
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def apply_bottleneck_block(x, filters, *, strides, name):
-    """torchvision's `Bottleneck` (ResNet v1.5: the stride is on the 3x3)."""
+def apply_bottleneck_block(x, filters, *, strides, name, drop_path_rate=0.0):
+    """torchvision's `Bottleneck` (ResNet v1.5: the stride is on the 3x3), the
+    branch dropped at `drop_path_rate` as in timm."""
     shortcut = x
     y = _conv_bn(x, filters, 1, strides=1, name=f"{name}_conv1", bn_name=f"{name}_bn1", relu=True)
     y = _conv_bn(
@@ -48,6 +58,7 @@ def apply_bottleneck_block(x, filters, *, strides, name):
     )
     if strides != 1 or x.shape[layout.channel_axis()] != filters * 4:
         shortcut = _downsample(x, filters * 4, strides=strides, name=name)
+    y = apply_drop_path(y, drop_path_rate, name=f"{name}_drop_path")
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -84,6 +95,7 @@ def build_resnet(
     include_top,
     pooling,
     stem,
+    drop_path_rate,
     name,
 ):
     """Builds a ResNet as a Functional model.
@@ -98,6 +110,8 @@ def build_resnet(
             when `include_top=False`.
         stem: `"imagenet"` (7x7/2 convolution and max pool) or `"small"`
             (3x3/1 convolution, for 32x32 images).
+        drop_path_rate: stochastic depth of the last block, rising linearly
+            from 0 at the first, as timm's `drop_path_rate`.
         name: model name, the prefix of every layer name.
     """
     checks.model_name(name)
@@ -108,15 +122,23 @@ def build_resnet(
         input_shape, model=name, min_size=1 if stem == "small" else 32
     )
     checks.positive_int(num_classes, name="num_classes", model=name)
+    drop_path_rate = checks.fraction(drop_path_rate, name="drop_path_rate", model=name)
 
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
     x = _apply_stem(inputs, stem=stem, name=name)
+    blocks, last = 0, max(1, sum(stage_depths) - 1)
     for stage, depth in enumerate(stage_depths, start=1):
         filters = 64 * 2 ** (stage - 1)
         for index in range(depth):
-            strides = 2 if stage > 1 and index == 0 else 1
-            x = block(x, filters, strides=strides, name=f"{name}_layer{stage}_{index}")
+            x = block(
+                x,
+                filters,
+                strides=2 if stage > 1 and index == 0 else 1,
+                name=f"{name}_layer{stage}_{index}",
+                drop_path_rate=drop_path_rate * blocks / last,
+            )
+            blocks += 1
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
         x = keras.layers.Dense(num_classes, name=f"{name}_fc")(x)
@@ -151,6 +173,7 @@ def resnet18(
     include_top=True,
     pooling=None,
     stem="imagenet",
+    drop_path_rate=0.0,
     name="resnet18",
 ):
     """ResNet-18: basic blocks, 2-2-2-2.
@@ -161,6 +184,8 @@ def resnet18(
         include_top: end with pooling and `fc`. Defaults to `True`.
         pooling: without the top, `None`, `"avg"` or `"max"`. Defaults to `None`.
         stem: `"imagenet"` or `"small"` (for 32x32 images). Defaults to `"imagenet"`.
+        drop_path_rate: stochastic depth, the rate of the last residual
+            branch, rising linearly from 0 at the first (timm's). Defaults to `0.0`.
         name: model name, the prefix of every layer name. Defaults to `"resnet18"`.
     """
     # `locals()` holds exactly the arguments above, passed on by name.
@@ -175,6 +200,7 @@ def resnet34(
     include_top=True,
     pooling=None,
     stem="imagenet",
+    drop_path_rate=0.0,
     name="resnet34",
 ):
     """ResNet-34: basic blocks, 3-4-6-3. Arguments as `resnet18`."""
@@ -189,6 +215,7 @@ def resnet50(
     include_top=True,
     pooling=None,
     stem="imagenet",
+    drop_path_rate=0.0,
     name="resnet50",
 ):
     """ResNet-50: bottleneck blocks (v1.5), 3-4-6-3. Arguments as `resnet18`."""

@@ -5,7 +5,8 @@ Layer names follow timm's module names with `_` for `.` (`blocks.0.mlp.fc1` is
 query/key/value and output projections of one `MultiHeadAttention`,
 `{name}_blocks_{i}_attn`, with the same parameters (split `qkv` in three to
 port weights). Blocks are pre-norm, LayerNorm epsilon is timm's 1e-6 and GELU
-is the exact (erf) one.
+is the exact (erf) one. Stochastic depth is timm's (`drop_path_rate`), weightless
+`{block}_drop_path1` and `_drop_path2` on the two residual branches.
 """
 
 import keras
@@ -13,6 +14,7 @@ from keras import ops
 
 from zoo import checks, layout
 from zoo.errors import ZooError
+from zoo.models._blocks import apply_drop_path
 from zoo.registry import register_model
 
 LN_EPSILON = 1e-6  # timm's partial(nn.LayerNorm, eps=1e-6)
@@ -75,15 +77,16 @@ def apply_patch_embedding(images, *, patch_size, embed_dim, name):
     return keras.layers.Permute((2, 1), name=f"{name}_patch_embed_transpose")(x)
 
 
-def apply_vit_block(x, *, num_heads, mlp_dim, dropout, name):
+def apply_vit_block(x, *, num_heads, mlp_dim, dropout, name, drop_path_rate=0.0):
     """timm's ViT `Block`: pre-norm self-attention and a GELU MLP, each added
-    back to its input."""
+    back to its input, each branch dropped at `drop_path_rate`."""
     embed_dim = x.shape[-1]
     y = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm1")(x)
     y = keras.layers.MultiHeadAttention(
         num_heads, key_dim=embed_dim // num_heads, name=f"{name}_attn"
     )(y, y)
     y = keras.layers.Dropout(dropout, name=f"{name}_attn_proj_drop")(y)
+    y = apply_drop_path(y, drop_path_rate, name=f"{name}_drop_path1")
     x = keras.layers.Add(name=f"{name}_residual1")([x, y])
     y = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm2")(x)
     y = keras.layers.Dense(mlp_dim, name=f"{name}_mlp_fc1")(y)
@@ -91,6 +94,7 @@ def apply_vit_block(x, *, num_heads, mlp_dim, dropout, name):
     y = keras.layers.Dropout(dropout, name=f"{name}_mlp_drop1")(y)
     y = keras.layers.Dense(embed_dim, name=f"{name}_mlp_fc2")(y)
     y = keras.layers.Dropout(dropout, name=f"{name}_mlp_drop2")(y)
+    y = apply_drop_path(y, drop_path_rate, name=f"{name}_drop_path2")
     return keras.layers.Add(name=f"{name}_residual2")([x, y])
 
 
@@ -125,6 +129,7 @@ def build_vit(
     num_heads,
     mlp_dim,
     dropout,
+    drop_path_rate,
     include_top,
     pooling,
     name,
@@ -142,6 +147,8 @@ def build_vit(
         mlp_dim: hidden width of each block's MLP.
         dropout: dropout after the position embedding, the attention
             projection and each MLP layer.
+        drop_path_rate: stochastic depth of the last block's branches,
+            rising linearly from 0 at the first, as timm's `drop_path_rate`.
         include_top: whether to end with pooling and the `head` layer.
         pooling: `"token"` (the class token), `"avg"` (the mean of the patch
             tokens) or, without the top, `None` (every token).
@@ -167,6 +174,7 @@ def build_vit(
         name=name,
     )
     dropout = checks.fraction(dropout, name="dropout", model=name)
+    drop_path_rate = checks.fraction(drop_path_rate, name="drop_path_rate", model=name)
 
     # === Functional Model ===
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
@@ -177,7 +185,13 @@ def build_vit(
     x = keras.layers.Dropout(dropout, name=f"{name}_pos_drop")(x)
     for index in range(depth):
         x = apply_vit_block(
-            x, num_heads=num_heads, mlp_dim=mlp_dim, dropout=dropout, name=f"{name}_blocks_{index}"
+            x,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            dropout=dropout,
+            name=f"{name}_blocks_{index}",
+            # timm's torch.linspace(0, drop_path_rate, depth).
+            drop_path_rate=drop_path_rate * index / max(1, depth - 1),
         )
     # As timm: LayerNorm then the class token, or the mean of the patch
     # tokens then LayerNorm (`fc_norm`).
@@ -235,6 +249,7 @@ def vit_tiny(
     num_heads=3,
     mlp_dim=768,
     dropout=0.0,
+    drop_path_rate=0.0,
     include_top=True,
     pooling="token",
     name="vit_tiny",
@@ -252,6 +267,8 @@ def vit_tiny(
         mlp_dim: hidden width of each block's MLP. Defaults to `768`.
         dropout: dropout rate of the embedding, attention projection and MLP.
             Defaults to `0.0`.
+        drop_path_rate: stochastic depth, the rate of the last block's
+            branches, rising linearly from 0 at the first (timm's). Defaults to `0.0`.
         include_top: end with pooling and the `head` layer. Defaults to `True`.
         pooling: `"token"` (class token), `"avg"` (mean of the patch tokens),
             or, without the top, `None` (the normalised token sequence).
@@ -271,6 +288,7 @@ def vit_tiny(
         num_heads=num_heads,
         mlp_dim=mlp_dim,
         dropout=dropout,
+        drop_path_rate=drop_path_rate,
         include_top=include_top,
         pooling=pooling,
         name=name,

@@ -96,6 +96,17 @@ class CustomStepModel(_backend.StepMixin, keras.Model):
         kwargs.setdefault("auto_scale_loss", False)
         super().compile(optimizer=optimizer, **kwargs)
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # The sub-models that `__init__` builds take Keras' global dtype policy,
+        # not the model's: build them with the one the model was saved with.
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(keras.dtype_policies.get(config.get("dtype") or previous))
+        try:
+            return super().from_config(config, custom_objects=custom_objects)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
     def compile_from_config(self, config):
         # Keras skips this for models that override compile; the body is its own.
         self.compile(**keras.saving.deserialize_keras_object(config))

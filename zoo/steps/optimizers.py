@@ -59,10 +59,22 @@ class OptimizerGroup(keras.optimizers.Optimizer):
         owned = self._variables_per_group() if self._variables_per_group else {}
         for name, optimizer in self._members.items():
             optimizer.finalize_variable_values(owned.get(name, var_list))
+            if optimizer.use_ema:
+                # Each weight now holds its average's own array: on JAX the two
+                # share one buffer, which a later donated step (evaluation)
+                # deletes from under the average. Give the weights copies.
+                for variable in owned.get(name, var_list):
+                    variable.assign(keras.ops.convert_to_numpy(variable))
 
     @property
     def members(self):
         return dict(self._members)
+
+    @property
+    def optimizers(self):
+        """The members, as a list: Keras' `SwapEMAWeights` reaches the inner
+        optimizers of a `MultiOptimizer` by this name."""
+        return list(self._members.values())
 
     def assign_variables(self, variables_per_group):
         """Sets a callable returning `{name: variables}`, read when building."""
