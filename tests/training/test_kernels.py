@@ -16,11 +16,11 @@ import contextlib
 import keras
 import numpy as np
 import pytest
-
-import zoo
 from tests.support.data_format import image_data_format, randomize_batch_norm
 from tests.support.harness import sample_batch
 from tests.support.tiny import TINY_KWARGS
+
+import zoo
 from training import performance
 
 BACKEND = keras.backend.backend()

@@ -25,9 +25,8 @@ def test_model(name, tmp_path):
 
 def test_families_keep_their_names_from_before_zoo_models():
     import zoo.text
-    from zoo.text import generate
-
     from zoo import resnet
+    from zoo.text import generate
 
     assert zoo.text is zoo.models.text and resnet is zoo.models.resnet
     assert generate is zoo.models.text.generate
