@@ -380,12 +380,19 @@ def create(model, weights, overrides) -> keras.Model:
     return load(net, entry, kwargs)
 
 
+def _argument(entry, kwargs, key):
+    """The value of builder argument `key` a model built with `kwargs`
+    gets: given, else the builder's default (`include_top` defaults to
+    `True` for a builder without one: it always has its head)."""
+    fallback = True if key == "include_top" else None
+    return kwargs.get(key, registry.model_arguments(entry.model).get(key, fallback))
+
+
 def _new_head(entry, kwargs) -> bool:
     """Whether a model built with `kwargs` has a classifier of other classes
     than `entry`'s, which keeps its fresh initialisation."""
-    defaults = registry.model_arguments(entry.model)
-    include_top = kwargs.get("include_top", defaults.get("include_top", True))
-    return bool(include_top) and kwargs.get("num_classes", entry.num_classes) != entry.num_classes
+    num_classes = kwargs.get("num_classes", entry.num_classes)
+    return bool(_argument(entry, kwargs, "include_top")) and num_classes != entry.num_classes
 
 
 def _load_backbone(net, entry, kwargs) -> keras.Model:
@@ -405,24 +412,23 @@ def _build_arguments(entry, overrides) -> dict:
     """`overrides` with what the file fixes filled in; anything that
     contradicts it is one line. Other classes than the file's are a new
     head on its features (see `_new_head`)."""
-    defaults = registry.model_arguments(entry.model)
     kwargs = {**entry.architecture, **overrides}
-    if kwargs.get("include_top", defaults.get("include_top", True)):
+    if _argument(entry, kwargs, "include_top"):
         kwargs.setdefault("num_classes", entry.num_classes)
     for key, value in entry.architecture.items():
-        received = kwargs.get(key, defaults.get(key))
+        received = _argument(entry, kwargs, key)
         if received != value:
             raise ZooError(
                 f"{entry.model} weights {entry.name!r} need {key}={value!r}. "
                 f"Received: {key}={received!r}"
             )
-    pooling = kwargs.get("pooling", defaults.get("pooling"))
+    pooling = _argument(entry, kwargs, "pooling")
     if entry.poolings and pooling not in entry.poolings:
         raise ZooError(
             f"{entry.model} weights {entry.name!r} need pooling to be one of "
             f"{entry.poolings}. Received: pooling={pooling!r}"
         )
-    _check_input_shape(entry, kwargs.get("input_shape", defaults["input_shape"]))
+    _check_input_shape(entry, _argument(entry, kwargs, "input_shape"))
     return kwargs
 
 
@@ -481,7 +487,7 @@ def _convert(model, entry, kwargs, path):
     source = download(entry)
     full = model
     defaults = registry.model_arguments(entry.model)
-    if not kwargs.get("include_top", defaults.get("include_top", True)):
+    if not _argument(entry, kwargs, "include_top"):
         head = {"include_top": True, "num_classes": entry.num_classes}
         if "pooling" in defaults:
             head["pooling"] = defaults["pooling"]
