@@ -140,7 +140,14 @@ def generate(model, prompt, num_tokens, *, temperature=1.0, seed=None):
     context = model.get_layer(f"{model.name}_embedding").sequence_length
     seed_generator = keras.random.SeedGenerator(seed)
     for _ in range(num_tokens):
-        logits = model(tokens[:, -context:], training=False)[:, -1, :]
+        # The model always sees a full context window, the sequence padded on
+        # the right: causal attention keeps the padding out of the positions
+        # read, and one input shape is one compiled program per operation on
+        # JAX rather than one per sequence length.
+        window = tokens[:, -context:]
+        last = window.shape[1] - 1
+        window = ops.pad(window, [(0, 0), (0, context - window.shape[1])])
+        logits = model(window, training=False)[:, last, :]
         if temperature == 0:
             next_tokens = ops.argmax(logits, axis=-1)
         else:
