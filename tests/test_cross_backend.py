@@ -24,27 +24,51 @@ WORKER = pathlib.Path(__file__).parent / "support" / "backend_worker.py"
 PRODUCERS = ("torch", *(b for b in BACKENDS if b != "torch"))
 
 
-def run(backend, *args):
-    result = subprocess.run(
+def start(backend, *args):
+    return subprocess.Popen(
         [sys.executable, *args],
         env={**os.environ, "KERAS_BACKEND": backend},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+
+
+def finish(process):
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def finish_all(processes):
+    """Each process's output; where one fails, the others are stopped."""
+    try:
+        return [finish(process) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def run(backend, *args):
+    return finish(start(backend, *args))
 
 
 @pytest.fixture(scope="module")
 def worked(tmp_path_factory):
-    """The folder every backend's worker wrote to, and what each loaded."""
+    """The folder every backend's worker wrote to, and what each loaded.
+
+    torch produces first; then the other producers side by side, and the
+    consumers side by side: each writes only files of its own backend's name."""
     root = tmp_path_factory.mktemp("cross")
-    for backend in PRODUCERS:
-        run(backend, str(WORKER), "produce", str(root))
+    first, *others = PRODUCERS
+    run(first, str(WORKER), "produce", str(root))
+    finish_all([start(backend, str(WORKER), "produce", str(root)) for backend in others])
+    consumed = finish_all([start(b, str(WORKER), "consume", str(root)) for b in BACKENDS])
     loaded = {}
-    for backend in BACKENDS:
-        report = json.loads(run(backend, str(WORKER), "consume", str(root)).splitlines()[-1])
+    for backend, stdout in zip(BACKENDS, consumed, strict=True):
+        report = json.loads(stdout.splitlines()[-1])
         assert report["loaded_on"] == backend
         loaded[backend] = report["report"]
     return root, loaded
