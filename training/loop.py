@@ -23,6 +23,7 @@ from training import (
     pipeline,
     preprocessing,
     recipe,
+    sharing,
 )
 from training.config import FitConfig
 from training.data import Dataset, fingerprint_arrays, from_arrays, load_dataset
@@ -149,6 +150,7 @@ def fit(
     >>> result.metrics["test_accuracy"]
     """
     config = FitConfig.from_options(**options)
+    sharing.set_threads()  # before anything computes
     if config.distribute and distribute.active() is None:
         # The whole run happens on the replicas: the model is built, compiled,
         # trained and tested there.

@@ -11,7 +11,7 @@ import pytest
 
 import training
 import zoo
-from training import cli
+from training import backends, cli
 from training.backends import BACKENDS
 from training.config import FitConfig
 
@@ -132,7 +132,7 @@ def test_every_fit_config_field_is_a_fit_flag_with_its_default():
 def test_fit_flags_set_their_fields_and_reach_fit(monkeypatch):
     received = {}
 
-    def fit(model, dataset, **options):
+    def fit(model, dataset, keras_callbacks=(), **options):
         received.update(options)
         return types.SimpleNamespace(output_dir=None)  # as a process other than the chief
 
@@ -266,6 +266,8 @@ def test_cli_defaults_reach_97_percent_on_digits(tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == metrics
     assert metrics["test_accuracy"] >= 0.97
     assert json.loads((tmp_path / "config.json").read_text())["backend"] == backend
+    count, why = backends.threads()  # the CLI's environment is this one
+    assert result.stderr.splitlines().count(f"threads: {count} ({why})") == 1, result.stderr
 
 
 def _unsafe_or_broken_model(kind, trained, path):
