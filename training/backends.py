@@ -21,6 +21,8 @@ THREAD_VARIABLES = (
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
 )
+# `gpu_memory`'s values: take GPU memory as needed, or as the framework does.
+GPU_MEMORY = ("grow", "all")
 # Lines TensorFlow prints whenever it starts, before its own log level applies,
 # which say nothing about the run.
 STARTUP_NOISE = (
@@ -215,3 +217,17 @@ def thread_environment(count: int) -> dict[str, str]:
     if count < available_cores() and "xla_cpu_multi_thread_eigen" not in xla_flags:
         environment["XLA_FLAGS"] = f"{xla_flags} {XLA_ONE_THREAD}".strip()
     return environment
+
+
+def gpu_memory_environment(mode: str) -> dict[str, str]:
+    """The environment variables that have TensorFlow and JAX take GPU memory
+    as they need it (`mode="grow"`) instead of most of the card when they
+    start, so that runs can share it; the CLI sets them before keras is
+    imported. Values already set are kept; `"all"` sets none.
+
+    TensorFlow grows with `TF_FORCE_GPU_ALLOW_GROWTH=true`; JAX otherwise
+    preallocates 75% of the card. torch's caching allocator always grows.
+    """
+    if mode != "grow":
+        return {}
+    return _kept({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})

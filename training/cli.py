@@ -94,9 +94,11 @@ def _run(args, argv):
         backend = backends.select(args.backend)
     except ValueError as exc:
         return _fail(exc)
+    # Read by the frameworks when they start, so set before keras is imported;
+    # commands without the flag share the GPU too.
     if getattr(args, "deterministic", False):
-        # Read by the frameworks when they start, so set before keras is imported.
         os.environ.update(backends.deterministic_environment())
+    os.environ.update(backends.gpu_memory_environment(getattr(args, "gpu_memory", "grow")))
     if _needs_torchrun(args, backend):
         return _torchrun(args.devices, sys.argv[1:] if argv is None else argv)
     with backends.quiet_startup():

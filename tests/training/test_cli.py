@@ -139,6 +139,7 @@ def test_fit_flags_set_their_fields_and_reach_fit(monkeypatch):
     monkeypatch.setattr(training, "fit", fit)
     argv = "fit --epochs 3 --test-fraction 0.3 --verbose 0 --distribute data --devices 1"
     argv += " --model-arg hidden_units=[4,2] --model-arg activation=gelu --deterministic"
+    argv += " --gpu-memory all"
     assert cli._fit(cli._parser().parse_args(argv.split())) == 0
     expected = dataclasses.replace(
         FitConfig(),
@@ -149,6 +150,7 @@ def test_fit_flags_set_their_fields_and_reach_fit(monkeypatch):
         devices=1,
         model_kwargs={"hidden_units": (4, 2), "activation": "gelu"},
         deterministic=True,
+        gpu_memory="all",
         output_dir=os.path.join("runs", "simple_cnn-digits"),
     )
     assert received == expected.to_dict()

@@ -242,6 +242,8 @@ _FLAGS = {
     # TensorFlow has a setter for op determinism but no public getter.
     "tensorflow": "import tensorflow as tf\n"
     "from tensorflow.python.framework import config\n"
+    "gpus = tf.config.list_physical_devices('GPU')\n"
+    "assert all(tf.config.experimental.get_memory_growth(gpu) for gpu in gpus)\n"
     "print(config.is_op_determinism_enabled(), "
     "tf.config.threading.get_intra_op_parallelism_threads())",
     "torch": "import torch\n"
@@ -255,17 +257,20 @@ _FLAGS = {
 
 
 def test_fit_s_flags_reach_the_framework_in_a_fresh_process(tmp_path):
-    """`--deterministic`'s flags and the threads a user's `OMP_NUM_THREADS`
-    asks for, said in one line, in the process the CLI's `fit` ran in."""
+    """`--deterministic`'s flags, `--gpu-memory grow` (the default) and the
+    threads a user's `OMP_NUM_THREADS` asks for, said in one line, in the
+    process the CLI's `fit` ran in."""
     backend = keras.backend.backend()
     argv = ["fit", "--model", "mlp", "--epochs", "1", "--verbose", "0", "--deterministic"]
     script = (
         "import os\n"
         "from training import cli\n"
         f"assert cli.main({[*argv, '--output-dir', str(tmp_path)]!r}) == 0\n"
-        "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'\n" + _FLAGS[backend]
+        "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'\n"
+        "assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'\n"
+        "assert os.environ['TF_FORCE_GPU_ALLOW_GROWTH'] == 'true'\n" + _FLAGS[backend]
     )
-    chosen = (*backends.THREAD_VARIABLES, "XLA_FLAGS")
+    chosen = (*backends.THREAD_VARIABLES, "XLA_FLAGS", *backends.gpu_memory_environment("grow"))
     env = {k: v for k, v in os.environ.items() if k not in chosen}
     result = subprocess.run(
         [sys.executable, "-c", script],
