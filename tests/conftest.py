@@ -1,7 +1,7 @@
 import importlib.util
 import os
 
-from training.backends import BACKENDS, startup_environment
+from training.backends import BACKENDS, available_cores, startup_environment, thread_environment
 
 # Before tiny imports keras and with it the backend: this process and the ones
 # it starts run TensorFlow as `training` starts it.
@@ -10,19 +10,14 @@ os.environ.update(startup_environment("tensorflow"))
 
 def _share_the_cores():
     """Under pytest-xdist, gives each worker's frameworks (and the processes
-    its tests start) an equal share of the cores, so that workers do not
-    oversubscribe them. Set before any framework starts; values already set
-    are kept."""
+    its tests start) an equal share of the cores, as `training` gives a run
+    the threads a user asks for, so that workers do not oversubscribe them.
+    Set before any framework starts; values already set are kept."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers == 1:
         return
-    threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
-        os.environ.setdefault(name, threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    if "intra_op_parallelism_threads" not in os.environ.get("XLA_FLAGS", ""):
-        xla = f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla}".strip()
+    os.environ.update(thread_environment(max(1, available_cores() // workers)))
 
 
 _share_the_cores()

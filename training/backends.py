@@ -10,6 +10,19 @@ import tempfile
 
 BACKENDS = ("tensorflow", "torch", "jax")
 XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
+# XLA has no thread count: on CPU it computes on every available core, or on
+# one for its Eigen operations with this.
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
+# What sets each framework's CPU threads when it starts: OpenMP's and MKL's
+# (torch, oneDNN) and TensorFlow's intra- and inter-op pools.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+# `gpu_memory`'s values: take GPU memory as needed, or as the framework does.
+GPU_MEMORY = ("grow", "all")
 # Lines TensorFlow prints whenever it starts, before its own log level applies,
 # which say nothing about the run.
 STARTUP_NOISE = (
@@ -114,7 +127,11 @@ def startup_environment(name: str) -> dict[str, str]:
     TensorFlow's CPU convolutions take channels_first images only through
     oneDNN, which TensorFlow turns on by itself only on CPUs with AVX-512.
     """
-    wanted = {"tensorflow": {"TF_ENABLE_ONEDNN_OPTS": "1"}}.get(name, {})
+    return _kept({"tensorflow": {"TF_ENABLE_ONEDNN_OPTS": "1"}}.get(name, {}))
+
+
+def _kept(wanted):
+    """`wanted`, but the values already in the environment: the user's choice wins."""
     return {key: os.environ.get(key, value) for key, value in wanted.items()}
 
 
@@ -165,3 +182,52 @@ def deterministic_environment() -> dict[str, str]:
         if XLA_DETERMINISM in xla_flags
         else f"{xla_flags} {XLA_DETERMINISM}".strip(),
     }
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity (as `taskset`,
+    cpusets and job schedulers set it) where the system has one, else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def threads() -> tuple[int, str]:
+    """How many CPU threads the frameworks compute with, and why:
+    `$OMP_NUM_THREADS` where the user set it, else every available core.
+
+    On a machine busy with other work fewer threads can be much faster, which
+    is why the CLI says the count and how to change it.
+    """
+    cores = available_cores()
+    asked = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if asked.isdigit() and int(asked) > 0:
+        return int(asked), f"OMP_NUM_THREADS={asked}, of {cores} available cores"
+    return cores, f"of {cores} available cores; set OMP_NUM_THREADS to change"
+
+
+def thread_environment(count: int) -> dict[str, str]:
+    """The environment variables that start every framework with `count` CPU
+    threads (`THREAD_VARIABLES`, and for JAX `XLA_ONE_THREAD` when `count`
+    is fewer than the available cores); values already set are kept.
+    `tests/conftest.py` gives each test worker its share of the cores with it."""
+    environment = _kept(dict.fromkeys(THREAD_VARIABLES, str(count)))
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    if count < available_cores() and "xla_cpu_multi_thread_eigen" not in xla_flags:
+        environment["XLA_FLAGS"] = f"{xla_flags} {XLA_ONE_THREAD}".strip()
+    return environment
+
+
+def gpu_memory_environment(mode: str) -> dict[str, str]:
+    """The environment variables that have TensorFlow and JAX take GPU memory
+    as they need it (`mode="grow"`) instead of most of the card when they
+    start, so that runs can share it; the CLI sets them before keras is
+    imported. Values already set are kept; `"all"` sets none.
+
+    TensorFlow grows with `TF_FORCE_GPU_ALLOW_GROWTH=true`; JAX otherwise
+    preallocates 75% of the card. torch's caching allocator always grows.
+    """
+    if mode != "grow":
+        return {}
+    return _kept({"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})

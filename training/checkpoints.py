@@ -35,8 +35,9 @@ from zoo import ZooError
 
 DIRNAME = "checkpoint"
 POINTER = "latest.json"
-# Settings a run can change on resume: how long to train and how to print it.
-RESUMABLE = ("epochs", "verbose", "overwrite")
+# Settings a run can change on resume: how long to train, how to print it and
+# how it shares the GPU.
+RESUMABLE = ("epochs", "verbose", "overwrite", "gpu_memory")
 
 # The attributes of Keras' stateful callbacks that a checkpoint carries. Keras
 # resets them in `on_train_begin`, so they are restored after it.

@@ -94,14 +94,18 @@ def _run(args, argv):
         backend = backends.select(args.backend)
     except ValueError as exc:
         return _fail(exc)
+    # Read by the frameworks when they start, so set before keras is imported;
+    # commands without the flag share the GPU too.
     if getattr(args, "deterministic", False):
-        # Read by the frameworks when they start, so set before keras is imported.
         os.environ.update(backends.deterministic_environment())
+    os.environ.update(backends.gpu_memory_environment(getattr(args, "gpu_memory", "grow")))
     if _needs_torchrun(args, backend):
         return _torchrun(args.devices, sys.argv[1:] if argv is None else argv)
     with backends.quiet_startup():
         from zoo import ZooError  # imports keras, which starts the backend's framework
+    from training import sharing
 
+    args.threads_line = sharing.set_threads()  # before the framework computes anything
     try:
         return args.command(args)
     except ZooError as exc:
@@ -140,12 +144,33 @@ def _fit(args):
 
     options = {field.name: getattr(args, field.name) for field in dataclasses.fields(FitConfig)}
     output_dir = _output_dir(args)
-    result = training.fit(args.model, args.dataset, **{**options, "output_dir": output_dir})
+    line = getattr(args, "threads_line", None)  # none where a test calls _fit itself
+    result = training.fit(
+        args.model,
+        args.dataset,
+        keras_callbacks=[_say_at_start(line)] if line else [],
+        **{**options, "output_dir": output_dir},
+    )
     if result.output_dir is None:
         return 0  # a data-parallel process other than the chief: it wrote nothing
     print(f"Wrote {output_dir}", file=sys.stderr)
     print(json.dumps(result.metrics))
     return 0
+
+
+def _say_at_start(line):
+    """A callback that prints `line` on stderr as training starts: after
+    every check, so that a mistake is still one line."""
+    import keras
+
+    from training import distribute
+
+    class SayAtStart(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if distribute.is_chief():
+                print(line, file=sys.stderr)
+
+    return SayAtStart()
 
 
 def _needs_torchrun(args, backend):

@@ -21,6 +21,8 @@ import json
 import re
 import textwrap
 
+from training.backends import GPU_MEMORY  # imports no keras either
+
 # Used where neither the user nor the model chooses. Adam at 5e-3 for 30 epochs
 # takes simple_cnn past 0.97 test accuracy on digits on every backend.
 DEFAULT_OPTIMIZER = "adam"
@@ -268,6 +270,14 @@ class FitConfig:
         help="deterministic GPU kernels on every backend "
         "(`training.seeding.make_deterministic`); CPU runs repeat exactly without it",
     )
+    gpu_memory: str = option(
+        "grow",
+        help="`grow`: TensorFlow and JAX take GPU memory as they need it, so that two runs or "
+        "two backends can share a card; `all`: as they do by themselves, TensorFlow taking "
+        "nearly all of it and JAX 75% when they start. torch's caching allocator takes memory "
+        "as it needs it either way (`training.sharing.share_gpu_memory`)",
+        metavar="{grow,all}",
+    )
     verbose: str | int = option(
         "auto",
         help="Keras' verbosity: `auto`, 0 (silent), 1 (progress bar) or 2 (a line per epoch)",
@@ -347,6 +357,7 @@ class FitConfig:
             ("schedule", SCHEDULES),
             ("precision", PRECISIONS),
             ("augment", AUGMENTATIONS),
+            ("gpu_memory", GPU_MEMORY),
         ):
             if getattr(self, name) not in choices:
                 _invalid(

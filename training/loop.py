@@ -23,6 +23,7 @@ from training import (
     pipeline,
     preprocessing,
     recipe,
+    sharing,
 )
 from training.config import FitConfig
 from training.data import Dataset, fingerprint_arrays, from_arrays, load_dataset
@@ -149,6 +150,9 @@ def fit(
     >>> result.metrics["test_accuracy"]
     """
     config = FitConfig.from_options(**options)
+    # Before anything starts the framework on its devices (data parallelism does).
+    sharing.share_gpu_memory(config.gpu_memory)
+    sharing.set_threads()
     if config.distribute and distribute.active() is None:
         # The whole run happens on the replicas: the model is built, compiled,
         # trained and tested there.

@@ -11,7 +11,7 @@ import pytest
 
 import training
 import zoo
-from training import cli
+from training import backends, cli
 from training.backends import BACKENDS
 from training.config import FitConfig
 
@@ -132,13 +132,14 @@ def test_every_fit_config_field_is_a_fit_flag_with_its_default():
 def test_fit_flags_set_their_fields_and_reach_fit(monkeypatch):
     received = {}
 
-    def fit(model, dataset, **options):
+    def fit(model, dataset, keras_callbacks=(), **options):
         received.update(options)
         return types.SimpleNamespace(output_dir=None)  # as a process other than the chief
 
     monkeypatch.setattr(training, "fit", fit)
     argv = "fit --epochs 3 --test-fraction 0.3 --verbose 0 --distribute data --devices 1"
     argv += " --model-arg hidden_units=[4,2] --model-arg activation=gelu --deterministic"
+    argv += " --gpu-memory all"
     assert cli._fit(cli._parser().parse_args(argv.split())) == 0
     expected = dataclasses.replace(
         FitConfig(),
@@ -149,6 +150,7 @@ def test_fit_flags_set_their_fields_and_reach_fit(monkeypatch):
         devices=1,
         model_kwargs={"hidden_units": (4, 2), "activation": "gelu"},
         deterministic=True,
+        gpu_memory="all",
         output_dir=os.path.join("runs", "simple_cnn-digits"),
     )
     assert received == expected.to_dict()
@@ -266,6 +268,8 @@ def test_cli_defaults_reach_97_percent_on_digits(tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == metrics
     assert metrics["test_accuracy"] >= 0.97
     assert json.loads((tmp_path / "config.json").read_text())["backend"] == backend
+    count, why = backends.threads()  # the CLI's environment is this one
+    assert result.stderr.splitlines().count(f"threads: {count} ({why})") == 1, result.stderr
 
 
 def _unsafe_or_broken_model(kind, trained, path):

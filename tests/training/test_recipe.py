@@ -279,6 +279,7 @@ def test_drop_path_is_the_residual_families_drop_path_rate(model):
         (["--warmup-epochs", "3", "--epochs", "3"], "Expected warmup_epochs below epochs"),
         (["--label-smoothing", "1"], "Expected label_smoothing to be a number in [0, 1)"),
         (["--grad-accum-steps", "0"], "Expected grad_accum_steps to be an int >= 1"),
+        (["--gpu-memory", "half"], "Expected gpu_memory to be one of grow, all"),
         (["--drop-path", "0.1"], "Expected a zoo model with residual blocks"),
         (
             ["--mixup", "0.2", "--dataset", "linear", "--model", "linear_regressor"],

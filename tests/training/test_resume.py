@@ -3,6 +3,7 @@ its last checkpoint to the result of an uninterrupted run."""
 
 import dataclasses
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from runs import interrupt
 
 import training
 import zoo
-from training import checkpoints, performance
+from training import backends, checkpoints, performance
 from zoo import ZooError
 
 EPOCHS = 10
@@ -236,24 +237,50 @@ def test_a_nan_loss_stops_with_the_epoch_and_step_and_keeps_the_checkpoint(tmp_p
     assert not (tmp_path / "metrics.json").exists()
 
 
+# Each prints whether deterministic kernels are on and how many CPU threads it computes with.
 _FLAGS = {
     # TensorFlow has a setter for op determinism but no public getter.
-    "tensorflow": "from tensorflow.python.framework import config\n"
-    "print(config.is_op_determinism_enabled())",
-    "torch": "import torch; print(torch.are_deterministic_algorithms_enabled())",
-    "jax": "import os; print('--xla_gpu_deterministic_ops=true' in os.environ['XLA_FLAGS'])",
+    "tensorflow": "import tensorflow as tf\n"
+    "from tensorflow.python.framework import config\n"
+    "gpus = tf.config.list_physical_devices('GPU')\n"
+    "assert all(tf.config.experimental.get_memory_growth(gpu) for gpu in gpus)\n"
+    "print(config.is_op_determinism_enabled(), "
+    "tf.config.threading.get_intra_op_parallelism_threads())",
+    "torch": "import torch\n"
+    "print(torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())",
+    # XLA has no thread count: one thread for its Eigen operations, or every core.
+    "jax": "from training import backends\n"
+    "flags = os.environ['XLA_FLAGS']\n"
+    "print('--xla_gpu_deterministic_ops=true' in flags, "
+    "1 if backends.XLA_ONE_THREAD in flags else backends.available_cores())",
 }
 
 
-def test_deterministic_sets_the_backend_s_flags_in_a_fresh_process(tmp_path):
+def test_fit_s_flags_reach_the_framework_in_a_fresh_process(tmp_path):
+    """`--deterministic`'s flags, `--gpu-memory grow` (the default) and the
+    threads a user's `OMP_NUM_THREADS` asks for, said in one line, in the
+    process the CLI's `fit` ran in."""
     backend = keras.backend.backend()
+    argv = ["fit", "--model", "mlp", "--epochs", "1", "--verbose", "0", "--deterministic"]
     script = (
-        "import os, training\n"
-        "training.fit('mlp', 'digits', epochs=1, deterministic=True, verbose=0)\n"
-        "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'\n" + _FLAGS[backend]
+        "import os\n"
+        "from training import cli\n"
+        f"assert cli.main({[*argv, '--output-dir', str(tmp_path)]!r}) == 0\n"
+        "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'\n"
+        "assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'\n"
+        "assert os.environ['TF_FORCE_GPU_ALLOW_GROWTH'] == 'true'\n" + _FLAGS[backend]
     )
+    chosen = (*backends.THREAD_VARIABLES, "XLA_FLAGS", *backends.gpu_memory_environment("grow"))
+    env = {k: v for k, v in os.environ.items() if k not in chosen}
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "True"
+    assert result.stdout.strip().splitlines()[-1] == "True 1"
+    cores = backends.available_cores()
+    said = f"threads: 1 (OMP_NUM_THREADS=1, of {cores} available cores)"
+    assert result.stderr.splitlines().count(said) == 1, result.stderr
