@@ -217,8 +217,10 @@ def fit(
     )
     if not resumed:
         _prepare_training(net, task, data, config, inputs.steps)
-    elif task in _OBJECTIVES:
-        performance.configure(net)  # run-time settings are not saved with a model
+    else:
+        recipe.spare_from_weight_decay(net)  # not saved with the optimizer
+        if task in _OBJECTIVES:
+            performance.configure(net)  # run-time settings are not saved with a model
 
     # The callbacks and the one `model.fit` call.
     run_callbacks, nan_stop = callbacks.for_run(
@@ -308,10 +310,12 @@ def compile_for_task(net, task, optimizer, *, label_smoothing=None) -> None:
     `_OBJECTIVES`) carry their own losses and metrics and take only the
     optimizer (copied for each of their optimizer groups). A classifier with
     a `label_smoothing` (0 included) takes one-hot targets, which mixup and
-    cutmix mix.
+    cutmix mix. Weight decay spares biases, normalisation weights and what
+    layers name in `no_weight_decay()` (`recipe.spare_from_weight_decay`).
     """
     if task not in _OBJECTIVES:
         net.compile(optimizer=optimizer)
+        recipe.spare_from_weight_decay(net)
         return
     loss, metrics = _OBJECTIVES[task](net)
     if label_smoothing is not None and task == "classification":
@@ -320,6 +324,7 @@ def compile_for_task(net, task, optimizer, *, label_smoothing=None) -> None:
         )
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    recipe.spare_from_weight_decay(net)
     performance.configure(net)
 
 
