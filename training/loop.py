@@ -163,6 +163,13 @@ def fit(
                 **options,
             )
     model, model_source = _model_source(model)  # an unknown name fails before any work
+    replicas = distribute.active()
+    if replicas and config.grad_accum_steps > 1 and not replicas.accumulates_gradients:
+        raise ZooError(
+            f"Expected grad_accum_steps=1 for distribute='data' on {keras.backend.backend()}, "
+            "whose replicas cannot run Keras' gradient accumulation (keras-team/keras#20582). "
+            f"Received: grad_accum_steps={config.grad_accum_steps}"
+        )
     if config.tensorboard and not config.output_dir:
         raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
     if config.deterministic:

@@ -277,6 +277,13 @@ def test_more_devices_than_the_started_backend_has_is_one_line():
     assert distribute.active() is None
 
 
+def test_gradient_accumulation_is_refused_where_the_replicas_cannot_run_it(monkeypatch):
+    replicas = distribute.Replicas(count=2, accumulates_gradients=False)
+    monkeypatch.setattr(distribute, "_active", replicas)
+    with pytest.raises(ZooError, match="Expected grad_accum_steps=1 for distribute='data'"):
+        training.fit("mlp", "digits", grad_accum_steps=2)
+
+
 def test_batch_size_must_divide_among_the_replicas(monkeypatch):
     monkeypatch.setattr(distribute, "_active", distribute.Replicas(count=2))
     with pytest.raises(ZooError, match="divisible by the 2 data-parallel replicas"):
