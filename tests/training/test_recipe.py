@@ -8,7 +8,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from runs import interrupt
+from runs import RECIPE, interrupt
 
 import training
 import zoo
@@ -344,39 +344,15 @@ def test_config_file_sets_the_options_a_run_replays_and_flags_override(
     assert cli.main(["fit", "--config", str(toml)]) == 2
 
 
-# Every recipe option at once, on the bundled digits (but drop_path and cutmix:
-# the mlp has no residual blocks, and mixup takes the mixing).
-EVERYTHING = dict(
-    epochs=3,
-    batch_size=64,
-    learning_rate=0.01,
-    schedule="cosine",
-    warmup_epochs=1,
-    weight_decay=0.05,
-    label_smoothing=0.1,
-    clip_norm=1.0,
-    grad_accum_steps=2,
-    ema=0.9,
-    augment="light",
-    mixup=0.2,
-    early_stopping=5,
-    precision="mixed_bfloat16",
-    model_kwargs={"hidden_units": (16,)},
-    verbose=0,
-)
-
-
 def test_a_killed_run_with_the_whole_recipe_resumes_to_the_uninterrupted_result(tmp_path):
-    straight = training.fit("mlp", "digits", output_dir=str(tmp_path / "straight"), **EVERYTHING)
+    straight = training.fit("mlp", "digits", output_dir=str(tmp_path / "straight"), **RECIPE)
     resumed = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         training.fit(
-            "mlp", "digits", output_dir=resumed, keras_callbacks=[interrupt(at=1)], **EVERYTHING
+            "mlp", "digits", output_dir=resumed, keras_callbacks=[interrupt(at=1)], **RECIPE
         )
     counter = interrupt()
-    result = training.fit(
-        "mlp", "digits", output_dir=resumed, keras_callbacks=[counter], **EVERYTHING
-    )
+    result = training.fit("mlp", "digits", output_dir=resumed, keras_callbacks=[counter], **RECIPE)
     assert counter.epochs == 2  # from the checkpoint of the first epoch
     assert result.history.keys() == straight.history.keys()
     for key, values in straight.history.items():
