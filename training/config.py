@@ -175,8 +175,9 @@ class FitConfig:
     )
     weight_decay: float = option(
         0.0,
-        help="decoupled weight decay (AdamW-style, times the learning rate) on every "
-        "trainable weight, with any optimizer; 0 is off",
+        help="decoupled weight decay (AdamW-style, times the learning rate), with any "
+        "optimizer; as in timm, biases, normalisation weights and ViT's class token and "
+        "position embedding are spared; 0 is off",
     )
     label_smoothing: float = option(
         0.0, help="label smoothing of classifiers' cross-entropy, in [0, 1)"

@@ -167,6 +167,13 @@ def fit(
                 **options,
             )
     model, model_source = _model_source(model)  # an unknown name fails before any work
+    replicas = distribute.active()
+    if replicas and config.grad_accum_steps > 1 and not replicas.accumulates_gradients:
+        raise ZooError(
+            f"Expected grad_accum_steps=1 for distribute='data' on {keras.backend.backend()}, "
+            "whose replicas cannot run Keras' gradient accumulation (keras-team/keras#20582). "
+            f"Received: grad_accum_steps={config.grad_accum_steps}"
+        )
     if config.tensorboard and not config.output_dir:
         raise ZooError("Expected an output_dir for tensorboard=True. Received: output_dir=None")
     if config.deterministic:
@@ -221,8 +228,10 @@ def fit(
     )
     if not resumed:
         _prepare_training(net, task, data, config, inputs.steps)
-    elif task in _OBJECTIVES:
-        performance.configure(net)  # run-time settings are not saved with a model
+    else:
+        recipe.spare_from_weight_decay(net)  # not saved with the optimizer
+        if task in _OBJECTIVES:
+            performance.configure(net)  # run-time settings are not saved with a model
 
     # The callbacks and the one `model.fit` call.
     run_callbacks, nan_stop = callbacks.for_run(
@@ -312,10 +321,12 @@ def compile_for_task(net, task, optimizer, *, label_smoothing=None) -> None:
     `_OBJECTIVES`) carry their own losses and metrics and take only the
     optimizer (copied for each of their optimizer groups). A classifier with
     a `label_smoothing` (0 included) takes one-hot targets, which mixup and
-    cutmix mix.
+    cutmix mix. Weight decay spares biases, normalisation weights and what
+    layers name in `no_weight_decay()` (`recipe.spare_from_weight_decay`).
     """
     if task not in _OBJECTIVES:
         net.compile(optimizer=optimizer)
+        recipe.spare_from_weight_decay(net)
         return
     loss, metrics = _OBJECTIVES[task](net)
     if label_smoothing is not None and task == "classification":
@@ -324,6 +335,7 @@ def compile_for_task(net, task, optimizer, *, label_smoothing=None) -> None:
         )
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     net.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    recipe.spare_from_weight_decay(net)
     performance.configure(net)
 
 

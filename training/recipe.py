@@ -89,6 +89,67 @@ def optimizer_arguments(config, base, steps_per_epoch) -> dict:
     return arguments
 
 
+def spared_from_weight_decay(net) -> list:
+    """The trainable variables of `net` that weight decay leaves as they are,
+    as timm's `param_groups_weight_decay` does: biases, those of one axis or
+    none (normalisation weights) and those a layer names in its
+    `no_weight_decay()` (ViT's class token and position embedding).
+
+    Biases go by name: attention's query, key and value biases have an axis
+    per head in Keras, where timm's are one vector."""
+    named = {
+        id(variable)
+        for layer in _layers(net)
+        if hasattr(layer, "no_weight_decay")
+        for variable in layer.no_weight_decay()
+    }
+    return [
+        v
+        for v in net.trainable_variables
+        if v.name == "bias" or len(v.shape) <= 1 or id(v) in named
+    ]
+
+
+def spare_from_weight_decay(net) -> None:
+    """Excludes `spared_from_weight_decay(net)` from the weight decay of the
+    optimizer `net` is compiled with.
+
+    Keras takes the exclusion only before the optimizer is built, and does not
+    save it. An optimizer loaded with its model (a resumed run's) is built:
+    the model is compiled again from its compile config, as Keras' loading
+    does, and the new optimizer, built with the exclusion, takes the loaded
+    one's state.
+    """
+    if not any(member.weight_decay for member in _decaying(net.optimizer)):
+        return
+    state = None
+    if net.optimizer.built:
+        state = [keras.ops.convert_to_numpy(v) for v in net.optimizer.variables]
+        net.compile(**keras.saving.deserialize_keras_object(net.get_compile_config()))
+    spared = spared_from_weight_decay(net)
+    for member in _decaying(net.optimizer):
+        member.exclude_from_weight_decay(var_list=spared)
+    if state is not None:
+        net.optimizer.build(net.trainable_variables)
+        for variable, value in zip(net.optimizer.variables, state, strict=True):
+            variable.assign(value)
+
+
+def _decaying(optimizer) -> list:
+    """The optimizers that apply weight decay for `optimizer`: those it wraps
+    (`LossScaleOptimizer`) or groups (`zoo.steps.OptimizerGroup`), else itself."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return [optimizer.inner_optimizer]
+    return list(getattr(optimizer, "optimizers", [optimizer]))
+
+
+def _layers(layer):
+    """`layer` and every layer inside it."""
+    yield layer
+    for inner in getattr(layer, "layers", []):
+        yield from _layers(inner)
+
+
 @contextlib.contextmanager
 def dtype_policy(precision):
     """Builds the layers made inside it with `precision`'s dtype policy, and

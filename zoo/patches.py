@@ -3,8 +3,10 @@ replacement was written for.
 
 Every replacement of a Keras function in `zoo` and `training` is a
 `KerasPatch`: `zoo.steps`' loss scaling under `tf.distribute`, `training`'s
-faster kernels (`training.torch_kernels`, `training.tf_kernels`) and its
-gradient averaging across torch processes (`training.distribute._torch`).
+faster kernels (`training.torch_kernels`, `training.tf_kernels`), its
+gradient averaging across torch processes (`training.distribute._torch`) and
+its clipping of the replicas' summed gradients under `tf.distribute`
+(`training.distribute._tensorflow`).
 
 - A patch is in place only while the call that needs it runs
   (`with patch.installed(): ...`); importing a module changes nothing.

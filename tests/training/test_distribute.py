@@ -81,7 +81,8 @@ def run_worker(tasks, output_dir):
 def replicated(tmp_path_factory):
     """Every data-parallel task, run in one set of processes: they start once."""
     output_dir = tmp_path_factory.mktemp("replicated")
-    return output_dir, run_worker(("equivalence", "custom_step", "dcgan", "vae"), output_dir)
+    tasks = ("equivalence", "recipe", "custom_step", "dcgan", "vae")
+    return output_dir, run_worker(tasks, output_dir)
 
 
 @distributed
@@ -109,10 +110,20 @@ def test_only_the_chief_writes_and_its_model_loads_on_one_device(replicated):
 
 
 @distributed
-def test_a_written_once_step_trains_as_one_device(replicated):
-    # Its loss mixes ops and a Keras Loss object, which TensorFlow's replicas
-    # would scale differently.
-    results = replicated[1]["custom_step"]
+@pytest.mark.parametrize(
+    "task",
+    [
+        # A written-once step whose loss mixes ops and a Keras Loss object,
+        # which TensorFlow's replicas would scale differently.
+        "custom_step",
+        # The training recipe: schedule, warmup, weight decay, label smoothing,
+        # clipping, accumulation (not on TensorFlow), EMA, augmentation, mixup
+        # and early stopping.
+        "recipe",
+    ],
+)
+def test_a_written_once_step_and_the_recipe_train_as_one_device(task, replicated):
+    results = replicated[1][task]
     assert results
     for result in results:
         assert result["max_abs_diff"] <= TOLERANCE
@@ -275,6 +286,13 @@ def test_more_devices_than_the_started_backend_has_is_one_line():
     with pytest.raises(ZooError, match=expected):
         training.fit("mlp", "digits", distribute="data", devices=64)
     assert distribute.active() is None
+
+
+def test_gradient_accumulation_is_refused_where_the_replicas_cannot_run_it(monkeypatch):
+    replicas = distribute.Replicas(count=2, accumulates_gradients=False)
+    monkeypatch.setattr(distribute, "_active", replicas)
+    with pytest.raises(ZooError, match="Expected grad_accum_steps=1 for distribute='data'"):
+        training.fit("mlp", "digits", grad_accum_steps=2)
 
 
 def test_batch_size_must_divide_among_the_replicas(monkeypatch):

@@ -8,7 +8,7 @@ import types
 import keras
 import numpy as np
 import pytest
-from runs import interrupt
+from runs import RECIPE, interrupt
 
 import training
 import zoo
@@ -21,6 +21,16 @@ IMAGES = RNG.uniform(0, 1, size=(100, 8, 8, 1)).astype("float32")
 LABELS = RNG.integers(0, 4, size=100)
 if keras.config.image_data_format() == "channels_first":
     IMAGES = np.moveaxis(IMAGES, -1, 1)
+# The smallest ViT for them: 4 patches, one block.
+TINY_VIT = dict(
+    input_shape=IMAGES.shape[1:],
+    num_classes=4,
+    patch_size=4,
+    embed_dim=4,
+    depth=1,
+    num_heads=1,
+    mlp_dim=4,
+)
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -124,10 +134,25 @@ def test_the_learning_rate_follows_the_schedule_and_the_warmup(recipe_run):
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "lion"])
 def test_weight_decay_shrinks_a_weight_without_gradient(name):
-    optimizer = FitConfig(optimizer=name, learning_rate=0.1, weight_decay=0.5).make_optimizer()
+    config = FitConfig(optimizer=name, learning_rate=0.1, weight_decay=0.5)
+    optimizer = config.make_optimizer()
     weight = keras.Variable(np.full((3,), 2.0, "float32"))
     optimizer.apply([keras.ops.zeros((3,))], [weight])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(weight), 2.0 * (1 - 0.1 * 0.5))
+
+    # A compiled model's: kernels only, as timm spares biases, normalisation
+    # weights and ViT's class token and position embedding.
+    net = zoo.create_model("vit_tiny", **TINY_VIT)
+    loop.compile_for_task(net, "classification", config.make_optimizer())
+    weights = net.trainable_variables
+    for variable in weights:
+        variable.assign(np.full(variable.shape, 2.0, "float32"))
+    net.optimizer.apply([keras.ops.zeros(v.shape) for v in weights], weights)
+    values = {v.path: keras.ops.convert_to_numpy(v) for v in weights}
+    assert {"vit_tiny_cls_token/token", "vit_tiny_pos_embed/embedding"} <= values.keys()
+    for path, value in values.items():
+        expected = 2.0 * (1 - 0.1 * 0.5) if path.endswith("/kernel") else 2.0
+        np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=path)
 
 
 def test_clipping_bounds_the_global_norm_of_the_update():
@@ -320,39 +345,15 @@ def test_config_file_sets_the_options_a_run_replays_and_flags_override(
     assert cli.main(["fit", "--config", str(toml)]) == 2
 
 
-# Every recipe option at once, on the bundled digits (but drop_path and cutmix:
-# the mlp has no residual blocks, and mixup takes the mixing).
-EVERYTHING = dict(
-    epochs=3,
-    batch_size=64,
-    learning_rate=0.01,
-    schedule="cosine",
-    warmup_epochs=1,
-    weight_decay=0.05,
-    label_smoothing=0.1,
-    clip_norm=1.0,
-    grad_accum_steps=2,
-    ema=0.9,
-    augment="light",
-    mixup=0.2,
-    early_stopping=5,
-    precision="mixed_bfloat16",
-    model_kwargs={"hidden_units": (16,)},
-    verbose=0,
-)
-
-
 def test_a_killed_run_with_the_whole_recipe_resumes_to_the_uninterrupted_result(tmp_path):
-    straight = training.fit("mlp", "digits", output_dir=str(tmp_path / "straight"), **EVERYTHING)
+    straight = training.fit("mlp", "digits", output_dir=str(tmp_path / "straight"), **RECIPE)
     resumed = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         training.fit(
-            "mlp", "digits", output_dir=resumed, keras_callbacks=[interrupt(at=1)], **EVERYTHING
+            "mlp", "digits", output_dir=resumed, keras_callbacks=[interrupt(at=1)], **RECIPE
         )
     counter = interrupt()
-    result = training.fit(
-        "mlp", "digits", output_dir=resumed, keras_callbacks=[counter], **EVERYTHING
-    )
+    result = training.fit("mlp", "digits", output_dir=resumed, keras_callbacks=[counter], **RECIPE)
     assert counter.epochs == 2  # from the checkpoint of the first epoch
     assert result.history.keys() == straight.history.keys()
     for key, values in straight.history.items():

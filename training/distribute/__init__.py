@@ -58,6 +58,9 @@ class Replicas:
         evaluation_multiple: evaluation batches must hold a multiple of this
             many samples (JAX shards them too); `None` where any size goes.
         callbacks: Keras callbacks that keep the replicas in step.
+        accumulates_gradients: whether Keras' gradient accumulation runs on
+            these replicas: not under `tf.distribute`, where its conditional
+            update cannot hold the gradients' all-reduce (keras-team/keras#20582).
     """
 
     count: int
@@ -66,6 +69,7 @@ class Replicas:
     data_shard: tuple[int, int] = (0, 1)
     evaluation_multiple: int | None = None
     callbacks: tuple = ()
+    accumulates_gradients: bool = True
 
     @property
     def is_chief(self) -> bool:

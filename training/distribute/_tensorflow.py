@@ -1,5 +1,11 @@
 """TensorFlow: `MirroredStrategy` on one host, `MultiWorkerMirroredStrategy`
-across the workers that `TF_CONFIG` names."""
+across the workers that `TF_CONFIG` names.
+
+Keras 3.15's optimizers clip each replica's share of the gradient, before
+the update step sums the shares over the replicas; one device clips the
+whole. For as long as the replicas run, `CLIP_SUMMED` clips the sum instead,
+at the cost of one more all-reduce of the gradients in steps that clip.
+"""
 
 import contextlib
 import functools
@@ -7,9 +13,41 @@ import json
 import os
 
 import tensorflow as tf
+from keras.src.backend.tensorflow.optimizer import TFOptimizer
+from keras.src.optimizers.base_optimizer import BaseOptimizer
 
 from training.distribute import Replicas
 from zoo import ZooError
+from zoo.patches import KerasPatch
+
+
+def _clip_summed(optimizer, grads):
+    """Clips the gradients summed over the replicas, as one device clips its
+    gradient, and returns this replica's share of the result: the update
+    step sums the shares."""
+    context = tf.distribute.get_replica_context()
+    clips = optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue
+    if not clips or context is None or context.num_replicas_in_sync == 1:
+        return BaseOptimizer._clip_gradients(optimizer, grads)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    share = 1.0 / context.num_replicas_in_sync
+    return [tf.math.scalar_mul(share, g) for g in BaseOptimizer._clip_gradients(optimizer, total)]
+
+
+CLIP_SUMMED = KerasPatch(
+    "training's gradient clipping of the replicas' summed gradients under tf.distribute",
+    (TFOptimizer, "_clip_gradients", _clip_summed),
+    written_for={
+        "keras.src.optimizers.base_optimizer.BaseOptimizer._clip_gradients": "152b956e23c91ad9",
+        # It clips there, before the update step sums the replicas' gradients.
+        "keras.src.optimizers.base_optimizer.BaseOptimizer._backend_apply_gradients": (
+            "48d6e24d58039241"
+        ),
+        "keras.src.backend.tensorflow.optimizer.TFOptimizer._backend_update_step": (
+            "00bd759c099a6b72"
+        ),
+    },
+)
 
 
 @contextlib.contextmanager
@@ -19,11 +57,14 @@ def replicas(devices):
         strategy, index, processes = _multi_worker(devices, cluster)
     else:
         strategy, index, processes = _mirrored(tuple(_local_devices(devices))), 0, 1
-    with strategy.scope():
+    with strategy.scope(), CLIP_SUMMED.installed():
         # Keras splits each global batch over the replicas (and the workers)
         # itself, and so do its evaluations, uneven last batches included.
         yield Replicas(
-            count=strategy.num_replicas_in_sync, process_index=index, processes=processes
+            count=strategy.num_replicas_in_sync,
+            process_index=index,
+            processes=processes,
+            accumulates_gradients=False,
         )
 
 

@@ -33,6 +33,10 @@ class ClassToken(keras.layers.Layer):
             name="token",
         )
 
+    def no_weight_decay(self):
+        """The weights weight decay spares (timm's `no_weight_decay()`)."""
+        return [self.token]
+
     def call(self, x):
         token = ops.broadcast_to(self.token, (ops.shape(x)[0], 1, self.token.shape[-1]))
         return ops.concatenate([ops.cast(token, x.dtype), x], axis=1)
@@ -53,6 +57,10 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=keras.initializers.TruncatedNormal(stddev=0.02),
             name="embedding",
         )
+
+    def no_weight_decay(self):
+        """The weights weight decay spares (timm's `no_weight_decay()`)."""
+        return [self.embedding]
 
     def call(self, x):
         return x + ops.cast(self.embedding, x.dtype)
