@@ -178,3 +178,28 @@ def test_the_callback_list_skips_only_unheard_batch_hooks():
     x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=heard)
     assert counter.batches == 2  # steps_per_execution is fit's, not this compile's
+
+
+class _Noise(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(1)
+
+    def call(self, x):
+        return x + keras.random.normal(keras.ops.shape(x), seed=self.seed_generator)
+
+
+def test_prediction_draws_random_numbers_as_keras_predict_does():
+    """A forward pass that draws random numbers at inference: the outputs and
+    the seed state it leaves are `model.predict`'s, on a path of its own or
+    on Keras'."""
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, _Noise()(keras.layers.Dense(2)(inputs)))
+    x = np.random.default_rng(0).uniform(size=(5, 3)).astype("float32")
+    [state] = model.non_trainable_variables
+    before = keras.ops.convert_to_numpy(state)
+    outputs = performance.predict(model, x, batch_size=2)
+    after = keras.ops.convert_to_numpy(state)
+    state.assign(before)
+    np.testing.assert_allclose(outputs, model.predict(x, batch_size=2, verbose=0), atol=1e-6)
+    np.testing.assert_array_equal(after, keras.ops.convert_to_numpy(state))
