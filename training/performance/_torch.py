@@ -28,11 +28,11 @@ _TRACES = weakref.WeakKeyDictionary()
 def predict(net, x, *, batch_size) -> np.ndarray | None:
     """`net.predict(x, batch_size=batch_size)`'s outputs, or `None` where the
     forward pass cannot be traced faithfully."""
-    trainable = tuple(v.value for v in net.trainable_variables)
-    non_trainable = tuple(v.value for v in net.non_trainable_variables)
+    groups = net.trainable_variables, net.non_trainable_variables
+    trainable, non_trainable = (tuple(v.value for v in group) for group in groups)
     # Which variables the trace takes, trainable or not: freezing a layer
     # moves its weights from one argument to the other.
-    variables = tuple(map(id, net.trainable_variables)), tuple(map(id, net.non_trainable_variables))
+    variables = tuple(tuple(map(id, group)) for group in groups)
     traces = _TRACES.setdefault(net, {})
     outputs = []
     with torch.inference_mode():
