@@ -7,7 +7,8 @@ adapter, callbacks and tree maps, and `Layer.__call__` for every layer
 torch ops that one call ran, and replays them without that Python. Its weights
 are arguments, not constants, so a trace stays right when they change. A trace
 holds one input shape: each batch shape is traced once, per model, on its first
-batch (a few milliseconds for `mlp`, one forward pass for larger models).
+batch, whose outputs the tracing computes (the trace costs a few milliseconds
+more than that batch for `mlp`).
 
 A trace would replay a random op with the seed it drew while tracing, where
 Keras draws a new one each call: a model whose forward pass draws random
@@ -40,7 +41,10 @@ def predict(net, x, *, batch_size) -> np.ndarray | None:
             batch = keras.ops.convert_to_tensor(x[start : start + batch_size])
             key = (tuple(batch.shape), batch.dtype, variables)
             if key not in traces:
-                traces[key] = _trace(weakref.ref(net), batch, trainable, non_trainable)
+                traces[key], first = _trace(weakref.ref(net), batch, trainable, non_trainable)
+                if traces[key] is not None:
+                    outputs.append(first)
+                    continue
             if traces[key] is None:
                 return None
             outputs.append(traces[key](batch, trainable, non_trainable))
@@ -48,10 +52,15 @@ def predict(net, x, *, batch_size) -> np.ndarray | None:
 
 
 def _trace(net, batch, trainable, non_trainable):
+    """The traced forward pass, or `None`, and the outputs for `batch` that
+    tracing computed."""
+    outputs = []
+
     # `net` is a weak reference: the cache must not keep its model alive.
     def forward(x, trainable, non_trainable):
-        outputs, _ = net().stateless_call(list(trainable), list(non_trainable), x, training=False)
-        return outputs
+        y, _ = net().stateless_call(list(trainable), list(non_trainable), x, training=False)
+        outputs.append(y)
+        return y
 
     with warnings.catch_warnings():
         # The tracer warns wherever Keras reads a shape into Python: a trace
@@ -59,5 +68,5 @@ def _trace(net, batch, trainable, non_trainable):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(forward, (batch, trainable, non_trainable), check_trace=False)
     if any(node.isNondeterministic() for node in traced.graph.nodes()):
-        return None
-    return traced
+        return None, None
+    return traced, outputs[0]
