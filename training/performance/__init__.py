@@ -153,12 +153,12 @@ def predict(net, x, *, batch_size) -> np.ndarray:
     """`net.predict` as `training.predict` runs it: silently, on this
     backend's fast path where the model and inputs allow it (`_fast_path`),
     else Keras' `predict` with this backend's settings and the callback list."""
-    configure(net)
     with kernels():
         if _fast_path(net, x):
             outputs = _backend.predict(net, x, batch_size=batch_size)
             if outputs is not None:
                 return outputs
+        configure(net)
         inputs = pipeline.prediction_inputs(x, batch_size)
         callbacks = callback_list([], net, steps=pipeline.steps(inputs), epochs=1)
         return np.asarray(net.predict(**inputs, verbose=0, callbacks=callbacks))
