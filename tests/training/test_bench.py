@@ -196,13 +196,20 @@ class _Noise(keras.layers.Layer):
         return x + keras.random.normal(keras.ops.shape(x), seed=self.seed_generator)
 
 
-def test_prediction_draws_random_numbers_as_keras_predict_does():
-    """A forward pass that draws random numbers at inference: the outputs and
-    the seed state it leaves are `model.predict`'s, on a path of its own or
-    on Keras'."""
+def test_prediction_gives_keras_predicts_outputs():
+    """`training.predict`'s path against `model.predict`: a convolution whose
+    weights change between calls; a forward pass that draws random numbers,
+    whose seed state must end as Keras' does."""
+    model = zoo.create_model("simple_cnn", input_shape=(8, 8, 3), num_classes=2)
+    x = np.random.default_rng(0).uniform(size=(5, 8, 8, 3)).astype("float32")
+    for scale in (1.0, -2.0):
+        model.set_weights([w * scale for w in model.get_weights()])
+        expected = model.predict(x, batch_size=2, verbose=0)
+        np.testing.assert_allclose(performance.predict(model, x, batch_size=2), expected, atol=1e-6)
+
     inputs = keras.Input((3,))
     model = keras.Model(inputs, _Noise()(keras.layers.Dense(2)(inputs)))
-    x = np.random.default_rng(0).uniform(size=(5, 3)).astype("float32")
+    x = x.reshape(-1, 3)
     [state] = model.non_trainable_variables
     before = keras.ops.convert_to_numpy(state)
     outputs = performance.predict(model, x, batch_size=2)
