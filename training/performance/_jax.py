@@ -32,7 +32,7 @@ def predict(net, x, *, batch_size) -> np.ndarray:
         outputs.append(y)
     for variable, value in zip(net.non_trainable_variables, non_trainable, strict=True):
         variable.assign(value)
-    return keras.ops.convert_to_numpy(jnp.concatenate(outputs))
+    return keras.ops.convert_to_numpy(outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs))
 
 
 def _forward(net):

@@ -27,7 +27,7 @@ def predict(net, x, *, batch_size) -> np.ndarray:
         forwards[key] = _forward(weakref.ref(net), x)
     forward = forwards[key]
     outputs = [forward(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
-    return keras.ops.convert_to_numpy(tf.concat(outputs, axis=0))
+    return keras.ops.convert_to_numpy(outputs[0] if len(outputs) == 1 else tf.concat(outputs, 0))
 
 
 def _forward(net, x):

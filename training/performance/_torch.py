@@ -49,10 +49,13 @@ def predict(net, x, *, batch_size) -> np.ndarray | None:
     # moves its weights from one argument to the other.
     variables = tuple(tuple(map(id, group)) for group in groups)
     traces = _TRACES.setdefault(net, {})
+    # Where the weights are: `keras.ops.convert_to_tensor` finds the same
+    # device, at 17 us a call against 2 (a tenth of a single-sample `mlp` call).
+    device = next((w.device for w in trainable + non_trainable), None)
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            batch = keras.ops.convert_to_tensor(x[start : start + batch_size])
+            batch = torch.as_tensor(x[start : start + batch_size], device=device)
             key = (tuple(batch.shape), batch.dtype, variables)
             if key not in traces:
                 traces[key], first = _trace(weakref.ref(net), batch, trainable, non_trainable)
@@ -62,7 +65,7 @@ def predict(net, x, *, batch_size) -> np.ndarray | None:
             if traces[key] is None:
                 return None
             outputs.append(traces[key](batch, trainable, non_trainable))
-        return keras.ops.convert_to_numpy(torch.cat(outputs))
+        return keras.ops.convert_to_numpy(outputs[0] if len(outputs) == 1 else torch.cat(outputs))
 
 
 def _trace(net, batch, trainable, non_trainable):
