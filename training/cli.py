@@ -208,6 +208,8 @@ def _bench(args):
         records = bench.run(
             args.models,
             args.backends,
+            modes=args.modes,
+            precisions=args.precision,
             batch_size=args.batch_size,
             steps=args.steps,
             repeats=args.repeats,
@@ -526,6 +528,20 @@ def _parser(fit_defaults=None):
     )
     bench_.add_argument(
         "--backends", nargs="+", metavar="BACKEND", help="(default: every installed backend)"
+    )
+    bench_.add_argument(
+        "--modes",
+        nargs="+",
+        metavar="MODE",
+        default=list(bench.MODES),
+        help=f"from {', '.join(bench.MODES)} (default: all)",
+    )
+    bench_.add_argument(
+        "--precision",
+        nargs="+",
+        metavar="PRECISION",
+        default=["float32"],
+        help=f"from {', '.join(bench.PRECISIONS)}, on both sides (default: float32)",
     )
     bench_.add_argument(
         "--batch-size",

@@ -25,14 +25,15 @@ BACKEND = keras.backend.backend()
 
 
 def test_bench_writes_records_in_the_schema(tmp_path, capsys):
+    """Every mode, in the precision that is not the default: float32's native
+    side trains and predicts in the test below."""
     path = tmp_path / "bench.json"
     tiny = ["--batch-size", "8", "--steps", "2", "--repeats", "1"]
-    code = cli.main(["bench", "--models", "mlp", "--backends", BACKEND, *tiny, "--json", str(path)])
-    assert code == 0
+    args = ["--models", "mlp", "--backends", BACKEND, "--precision", "mixed_bfloat16"]
+    assert cli.main(["bench", *args, *tiny, "--json", str(path)]) == 0
     records = json.loads(path.read_text())
-    assert [(r["model"], r["backend"], r["mode"]) for r in records] == [
-        ("mlp", BACKEND, "train"),
-        ("mlp", BACKEND, "predict"),
+    assert [(r["model"], r["backend"], r["mode"], r["precision"]) for r in records] == [
+        ("mlp", BACKEND, mode, "mixed_bfloat16") for mode in bench.MODES
     ]
     for record in records:
         assert set(bench.FIELDS) <= set(record)
@@ -42,9 +43,11 @@ def test_bench_writes_records_in_the_schema(tmp_path, capsys):
         )
         assert record["gflops_per_s"] > 0 and record["peak_gflops_per_s"] > 0
         assert record["native_variant"] in record["native_variants"]
+        assert record["zoo_first_s"] > 0 and record["native_first_s"] > 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("| model | backend | mode |")
-    assert [row.split(" | ")[2] for row in table[2:]] == ["train", "predict"]
+    assert table[0].startswith("| model | backend | mode | precision |")
+    assert [row.split(" | ")[2] for row in table[2:]] == list(bench.MODES)
+    assert table[-1].split(" | ")[4].endswith(" ms")  # latency: milliseconds per call
 
 
 @pytest.mark.parametrize(
@@ -53,6 +56,7 @@ def test_bench_writes_records_in_the_schema(tmp_path, capsys):
         (["--models", "lenet5"], "error: Expected models from mlp, simple_cnn, resnet18"),
         (["--backends", "theano"], "error: Expected installed backends"),
         (["--repeats", "0"], "error: Expected repeats to be a positive int. Received: repeats=0"),
+        (["--precision", "mixed_float16"], "error: Expected precisions from float32, mixed_"),
     ],
 )
 def test_bad_bench_input_is_one_line_and_exit_2(args, message, capsys):
@@ -64,23 +68,26 @@ def test_bad_bench_input_is_one_line_and_exit_2(args, message, capsys):
 @pytest.mark.parametrize("name", list(bench.MODELS))
 def test_native_models_have_the_zoo_models_weights(name):
     """Same architecture: the same weight sizes, trainable and not, as the zoo
-    model in the image format `fit` uses here."""
+    model in the image format `fit` uses here; it trains and predicts, in
+    batches and one sample a call, in each precision."""
     native_module = importlib.import_module(f"training.bench._{worker.NATIVE[BACKEND]}_native")
     x, y = worker.synthetic_data(bench.INPUT_SHAPE, 4)
     kwargs = {"input_shape": bench.INPUT_SHAPE, "num_classes": 10, **bench.MODELS[name]}
     natives = {
-        variant: native_module.Native(
-            name, kwargs, x, y, batch_size=2, learning_rate=0.1, variant=variant, seed=0
-        )
+        variant: native_module.Native(name, kwargs, x, y, bench.NativeLoop(2, 0.1, variant))
         for variant in native_module.VARIANTS
     }
     model = zoo.create_model(
         name, **{**kwargs, "input_shape": worker.in_image_format_shape(bench.INPUT_SHAPE)}
     )
     worker.check_same_weights(model, natives, name)  # raises on a mismatch
-    native = natives[native_module.VARIANTS[0]]
-    native.train_epoch()
-    assert native.predict_epoch().shape == (4, 10)
+    for precision in bench.PRECISIONS:
+        loop = bench.NativeLoop(2, 0.1, native_module.VARIANTS[0], precision=precision)
+        native = native_module.Native(name, kwargs, x, y, loop)
+        native.train_epoch()
+        predictions = native.predict_epoch()
+        assert predictions.shape == (4, 10) and predictions.dtype == np.float32
+        native.predict_calls(2)
 
 
 def _no_calibration(*args, **kwargs):
@@ -178,3 +185,35 @@ def test_the_callback_list_skips_only_unheard_batch_hooks():
     x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=heard)
     assert counter.batches == 2  # steps_per_execution is fit's, not this compile's
+
+
+class _Noise(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(1)
+
+    def call(self, x):
+        return x + keras.random.normal(keras.ops.shape(x), seed=self.seed_generator)
+
+
+def test_prediction_gives_keras_predicts_outputs():
+    """`training.predict`'s path against `model.predict`: a convolution whose
+    weights change between calls; a forward pass that draws random numbers,
+    whose seed state must end as Keras' does."""
+    model = zoo.create_model("simple_cnn", input_shape=(8, 8, 3), num_classes=2)
+    x = np.random.default_rng(0).uniform(size=(5, 8, 8, 3)).astype("float32")
+    for scale in (1.0, -2.0):
+        model.set_weights([w * scale for w in model.get_weights()])
+        expected = model.predict(x, batch_size=2, verbose=0)
+        np.testing.assert_allclose(performance.predict(model, x, batch_size=2), expected, atol=1e-6)
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, _Noise()(keras.layers.Dense(2)(inputs)))
+    x = x.reshape(-1, 3)
+    [state] = model.non_trainable_variables
+    before = keras.ops.convert_to_numpy(state)
+    outputs = performance.predict(model, x, batch_size=2)
+    after = keras.ops.convert_to_numpy(state)
+    state.assign(before)
+    np.testing.assert_allclose(outputs, model.predict(x, batch_size=2, verbose=0), atol=1e-6)
+    np.testing.assert_array_equal(after, keras.ops.convert_to_numpy(state))

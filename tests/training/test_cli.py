@@ -74,13 +74,17 @@ def test_predict_writes_an_npy_file_and_refuses_to_overwrite_it(trained, tmp_pat
 
 
 def test_predict_reads_npy_inputs_and_prints_json(trained, tmp_path, capsys):
+    """The outputs are `model.predict`'s, whichever way this backend's
+    `training.predict` runs (two batch shapes here: 2 and 1)."""
     inputs = tmp_path / "x.npy"
-    np.save(inputs, np.zeros((3, 8, 8, 1), "float32"))
-    assert (
-        cli.main(["predict", "--model-path", str(trained / "model.keras"), "--input", str(inputs)])
-        == 0
-    )
-    assert np.array(json.loads(capsys.readouterr().out)["predictions"]).shape == (3, 10)
+    x = np.random.default_rng(0).uniform(0, 16, (3, 8, 8, 1)).astype("float32")
+    np.save(inputs, x)
+    model_path = str(trained / "model.keras")
+    args = ["predict", "--model-path", model_path, "--input", str(inputs), "--batch-size", "2"]
+    assert cli.main(args) == 0
+    predictions = np.array(json.loads(capsys.readouterr().out)["predictions"])
+    expected = zoo.load_model(model_path).predict(x, batch_size=2, verbose=0)
+    np.testing.assert_allclose(predictions, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_model_args_reach_the_builder(tmp_path):

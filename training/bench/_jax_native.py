@@ -5,6 +5,9 @@ NHWC images and `jax.lax` convolutions, as a JAX user would write them without
 a framework; the step donates its parameters and state, so XLA updates them in
 place. Batches are NumPy slices, handed to the step as they are: on CPU that is
 faster than slicing device arrays, which dispatches an operation per slice.
+For `mixed_bfloat16`, the parameters stay float32 and are cast to bfloat16 in
+the forward pass, with the inputs; batch normalisation computes in float32 and
+the loss takes float32 logits, as in Keras.
 """
 
 import functools
@@ -51,6 +54,8 @@ def _conv(x, kernel, stride, padding):
 
 
 def _batch_norm(x, params, state, training):
+    dtype, x = x.dtype, x.astype(jnp.float32)
+    params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
     if training:
         mean, variance = jnp.mean(x, axis=(0, 1, 2)), jnp.var(x, axis=(0, 1, 2))
         state = {
@@ -60,7 +65,18 @@ def _batch_norm(x, params, state, training):
     else:
         mean, variance = state["mean"], state["variance"]
     scale = params["gamma"] * jax.lax.rsqrt(variance + _BN_EPSILON)
-    return (x - mean) * scale + params["beta"], state
+    return ((x - mean) * scale + params["beta"]).astype(dtype), state
+
+
+def _in_precision(apply, dtype):
+    """`apply` computing in `dtype` on float32 parameters, to float32 logits."""
+
+    def mixed(params, state, x, training):
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+        logits, state = apply(params, state, x.astype(dtype), training)
+        return logits.astype(jnp.float32), state
+
+    return mixed
 
 
 def _mlp(input_shape, num_classes, hidden_units=(128,), seed=0):
@@ -157,11 +173,13 @@ BUILDERS = {"mlp": _mlp, "simple_cnn": _simple_cnn, "resnet18": _resnet18}
 class Native:
     """One model, its data as device arrays and SGD; arguments as in `_torch_native`."""
 
-    def __init__(self, model, model_kwargs, x, y, *, batch_size, learning_rate, variant, seed):
-        apply, self.params, self.state = BUILDERS[model](**model_kwargs, seed=seed)
+    def __init__(self, model, model_kwargs, x, y, loop):
+        apply, self.params, self.state = BUILDERS[model](**model_kwargs, seed=loop.seed)
+        if loop.precision == "mixed_bfloat16":
+            apply = _in_precision(apply, jnp.bfloat16)
         self.x, self.y = x, y.astype("int32")
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
+        self.batch_size = loop.batch_size
+        self.rng = np.random.default_rng(loop.seed)
 
         def loss_fn(params, state, x, y):
             logits, state = apply(params, state, x, training=True)
@@ -171,7 +189,7 @@ class Native:
         @functools.partial(jax.jit, donate_argnums=(0, 1))
         def train_step(params, state, x, y):
             (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
-            params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
+            params = jax.tree.map(lambda p, g: p - loop.learning_rate * g, params, grads)
             return params, state, loss
 
         self.train_step = train_step
@@ -199,3 +217,8 @@ class Native:
             for start in range(0, len(self.x), self.batch_size)
         ]
         return np.asarray(jnp.concatenate(outputs))
+
+    def predict_calls(self, calls):
+        """Predicts the first `calls` samples one call each."""
+        for i in range(calls):
+            np.asarray(self.predict_step(self.params, self.state, self.x[i : i + 1]))

@@ -1,9 +1,11 @@
 """The benchmark models as `torch.nn.Module`s, trained by a plain PyTorch loop.
 
 Written as a PyTorch user would: NCHW images, `nn.Conv2d`/`nn.Linear` with fused
-biases, `torch.optim.SGD`, and (variant `"compile"`) `torch.compile` on the
-module.
+biases, `torch.optim.SGD`, (variant `"compile"`) `torch.compile` on the
+module, and for `mixed_bfloat16` the forward pass under `torch.autocast`.
 """
+
+import contextlib
 
 import numpy as np
 import torch
@@ -91,23 +93,28 @@ class Native:
         model_kwargs: its arguments, `input_shape` (HWC) included.
         x: float32 images `(N, H, W, C)`; converted to NCHW once, here.
         y: int labels `(N,)`.
-        batch_size: samples per step.
-        learning_rate: SGD's learning rate.
-        variant: one of `VARIANTS`.
-        seed: seeds the weights and the shuffling.
+        loop: a `training.bench.NativeLoop`; its variant is one of
+            `VARIANTS`, and `mixed_bfloat16` runs the forward pass under
+            `torch.autocast`.
     """
 
-    def __init__(self, model, model_kwargs, x, y, *, batch_size, learning_rate, variant, seed):
-        torch.manual_seed(seed)
+    def __init__(self, model, model_kwargs, x, y, loop):
+        torch.manual_seed(loop.seed)
         self.module = BUILDERS[model](**model_kwargs)
-        self.forward = torch.compile(self.module) if variant == "compile" else self.module
-        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=learning_rate)
+        self.forward = torch.compile(self.module) if loop.variant == "compile" else self.module
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=loop.learning_rate)
         self.loss = nn.CrossEntropyLoss()
         images = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
         self.x = torch.from_numpy(np.ascontiguousarray(images))
         self.y = torch.from_numpy(y.astype("int64"))
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.batch_size = loop.batch_size
+        self.generator = torch.Generator().manual_seed(loop.seed)
+        self.mixed = loop.precision == "mixed_bfloat16"
+
+    def _autocast(self):
+        if not self.mixed:
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def weight_sizes(self):
         """Sizes of the trainable tensors and of the other state (BatchNorm
@@ -122,14 +129,24 @@ class Native:
         for start in range(0, len(x), self.batch_size):
             end = start + self.batch_size
             self.optimizer.zero_grad()
-            self.loss(self.forward(x[start:end]), y[start:end]).backward()
+            with self._autocast():
+                loss = self.loss(self.forward(x[start:end]), y[start:end])
+            loss.backward()
             self.optimizer.step()
 
     def predict_epoch(self):
         self.module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             outputs = [
                 self.forward(self.x[start : start + self.batch_size])
                 for start in range(0, len(self.x), self.batch_size)
             ]
-        return torch.cat(outputs).numpy()
+        return torch.cat(outputs).float().numpy()
+
+    def predict_calls(self, calls):
+        """Predicts the first `calls` samples one call each, as a server
+        answers single requests."""
+        self.module.eval()
+        for i in range(calls):
+            with torch.no_grad(), self._autocast():
+                self.forward(self.x[i : i + 1]).float().numpy()

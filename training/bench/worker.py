@@ -5,9 +5,10 @@ only one Keras backend.
     python -m training.bench.worker CONFIG.json RECORDS.json        # the benchmark
     python -m training.bench.worker calibrate CONFIG.json RATE.json  # for --backend auto
 
-The zoo side is `training.fit` itself, timed per epoch by a callback; the
-native loop runs one epoch after each zoo epoch, so both see the same load on a
-shared machine. The first epoch of each compiles and is not counted.
+The zoo side is `training.fit` itself, timed per epoch by a callback, and
+`training.predict`'s path; the native loop runs one epoch after each zoo epoch,
+so both see the same load on a shared machine. The first epoch of each
+compiles and is not counted; its seconds are reported as the one-off cost.
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ import numpy as np
 
 import training
 from training import performance
+from training.bench import NativeLoop
 from training.data import Dataset, from_arrays
 from training.outputs import write_json
 from zoo.flops import count_flops
@@ -87,7 +89,18 @@ def in_image_format_shape(shape):
     return tuple(shape)
 
 
-def measure_fit(model, x, y, *, batch_size, epochs, model_kwargs, after_epoch=None, on_model=None):
+def measure_fit(
+    model,
+    x,
+    y,
+    *,
+    batch_size,
+    epochs,
+    model_kwargs,
+    precision="float32",
+    after_epoch=None,
+    on_model=None,
+):
     """Trains with `training.fit` and returns `(model, seconds per epoch)`.
 
     `x` holds whole batches only, so every step has the same shape; one batch
@@ -105,6 +118,7 @@ def measure_fit(model, x, y, *, batch_size, epochs, model_kwargs, after_epoch=No
         optimizer="sgd",
         learning_rate=LEARNING_RATE,
         model_kwargs=model_kwargs,
+        precision=precision,
         verbose=0,
     )
     return result.model, timer.seconds
@@ -125,8 +139,8 @@ class _Paired:
     """Runs each native variant once per call, timing it; a variant that
     fails (say `torch.compile` without a compiler) is dropped with a note."""
 
-    def __init__(self, natives, method):
-        self.natives, self.method = natives, method
+    def __init__(self, natives, method, *args):
+        self.natives, self.method, self.args = natives, method, args
         self.seconds = {variant: [] for variant in natives}
         self.errors = {}
 
@@ -134,7 +148,7 @@ class _Paired:
         for variant, native in list(self.natives.items()):
             start = time.perf_counter()
             try:
-                getattr(native, self.method)()
+                getattr(native, self.method)(*self.args)
             except Exception as exc:  # a variant that cannot run here is reported
                 self.errors[variant] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
                 del self.natives[variant]
@@ -155,8 +169,20 @@ def check_same_weights(zoo_model, natives, model):
             )
 
 
-def measure_model(model, model_kwargs, *, input_shape, batch_size, steps, repeats, seed=0):
-    """Train and predict records for one model on this backend."""
+def measure_model(
+    model,
+    model_kwargs,
+    *,
+    input_shape,
+    batch_size,
+    steps,
+    repeats,
+    modes=("train", "predict"),
+    precision="float32",
+    latency_calls=10,
+    seed=0,
+):
+    """One record per mode in `modes` for one model on this backend."""
     backend = keras.backend.backend()
     native_module = importlib.import_module(f"training.bench._{NATIVE[backend]}_native")
     x, y = synthetic_data(input_shape, steps * batch_size, seed)
@@ -167,42 +193,66 @@ def measure_model(model, model_kwargs, *, input_shape, batch_size, steps, repeat
             native_kwargs,
             x,
             y,
-            batch_size=batch_size,
-            learning_rate=LEARNING_RATE,
-            variant=variant,
-            seed=seed,
+            NativeLoop(batch_size, LEARNING_RATE, variant, seed, precision),
         )
         for variant in native_module.VARIANTS
     }
     samples = steps * batch_size
+    records = []
 
+    # Without timing training, one untimed epoch builds the model as `fit` does.
     train = _Paired(natives, "train_epoch")
     net, seconds = measure_fit(
         model,
         x,
         y,
         batch_size=batch_size,
-        epochs=1 + repeats,
+        epochs=1 + repeats if "train" in modes else 1,
         model_kwargs=model_kwargs,
-        after_epoch=train,
+        precision=precision,
+        after_epoch=train if "train" in modes else None,
         on_model=lambda net: check_same_weights(net, natives, model),
     )
-    records = [_record(model, backend, "train", samples, seconds, train)]
+    if "train" in modes:
+        records.append(_record(model, backend, "train", samples, seconds, train))
 
-    predict = _Paired(dict(train.natives), "predict_epoch")
-    x_zoo, zoo_seconds = in_image_format(x), []
-    for _ in range(1 + repeats):
-        start = time.perf_counter()
-        performance.predict(net, x_zoo, batch_size=batch_size)
-        zoo_seconds.append(time.perf_counter() - start)
-        predict()
-    records.append(_record(model, backend, "predict", samples, zoo_seconds, predict))
+    x_zoo = in_image_format(x)
+    if "predict" in modes:
+        predict = _Paired(dict(train.natives), "predict_epoch")
+        zoo_seconds = _alternate(
+            lambda: performance.predict(net, x_zoo, batch_size=batch_size), predict, repeats
+        )
+        records.append(_record(model, backend, "predict", samples, zoo_seconds, predict))
+    if "predict_latency" in modes:
+        calls = min(latency_calls, len(x))
+
+        def zoo_calls():
+            for i in range(calls):
+                performance.predict(net, x_zoo[i : i + 1], batch_size=1)
+
+        latency = _Paired(dict(train.natives), "predict_calls", calls)
+        zoo_seconds = _alternate(zoo_calls, latency, repeats)
+        records.append(_record(model, backend, "predict_latency", calls, zoo_seconds, latency))
+
     flops = count_flops(net)
     for record in records:
         per_sample = flops * (3 if record["mode"] == "train" else 1) if flops else None
         record["gflops_per_s"] = per_sample and per_sample * record["zoo_samples_per_s"] / 1e9
         record["parameters"] = int(sum(np.prod(w.shape) for w in net.trainable_weights))
+        record["precision"] = precision
     return records
+
+
+def _alternate(zoo, paired, repeats):
+    """Runs `zoo()` and then the native variants, `1 + repeats` times; returns
+    the seconds of each `zoo()`."""
+    seconds = []
+    for _ in range(1 + repeats):
+        start = time.perf_counter()
+        zoo()
+        seconds.append(time.perf_counter() - start)
+        paired()
+    return seconds
 
 
 def _record(model, backend, mode, samples, zoo_seconds, paired):
@@ -225,6 +275,8 @@ def _record(model, backend, mode, samples, zoo_seconds, paired):
         "native_variant": best,
         "native_variants": native_rates,
         "native_errors": paired.errors,
+        "zoo_first_s": zoo_seconds[0],
+        "native_first_s": paired.seconds[best][0] if best else None,
         "image_data_format": keras.config.image_data_format(),
     }
 
@@ -273,23 +325,29 @@ def main(argv):
     with open(config_path) as f:
         config = json.load(f)
     records = []
-    for model, model_kwargs in config["models"].items():
-        records += measure_model(
-            model,
-            model_kwargs,
-            input_shape=config["input_shape"],
-            batch_size=config["batch_size"],
-            steps=config["steps"][model],
-            repeats=config["repeats"],
-        )
-        for record in records[-2:]:
-            print(
-                f"bench: {keras.backend.backend()} {model} {record['mode']}: "
-                f"zoo {record['zoo_samples_per_s']:.0f}/s, "
-                f"native {record['native_samples_per_s']:.0f}/s ({record['native_variant']})",
-                file=sys.stderr,
-                flush=True,
+    for precision in config["precisions"]:
+        for model, model_kwargs in config["models"].items():
+            measured = measure_model(
+                model,
+                model_kwargs,
+                input_shape=config["input_shape"],
+                batch_size=config["batch_size"],
+                steps=config["steps"][model],
+                repeats=config["repeats"],
+                modes=config["modes"],
+                precision=precision,
+                latency_calls=config["latency_calls"][model],
             )
+            for record in measured:
+                print(
+                    f"bench: {keras.backend.backend()} {model} {precision} {record['mode']}: "
+                    f"zoo {record['zoo_samples_per_s']:.0f}/s, "
+                    f"native {record['native_samples_per_s']:.0f}/s "
+                    f"({record['native_variant']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            records += measured
     write_json(records_path, {"records": records, "matmul_gflops_per_s": matmul_peak()})
     return 0
 
