@@ -173,15 +173,19 @@ def _is_noise(line):
 def deterministic_environment() -> dict[str, str]:
     """The environment variables the frameworks read at start-up for
     deterministic GPU kernels; the CLI sets them before keras is imported."""
-    xla_flags = os.environ.get("XLA_FLAGS", "")
     return {
         # cuBLAS reuses workspaces nondeterministically unless given a fixed one.
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
         "TF_DETERMINISTIC_OPS": "1",
-        "XLA_FLAGS": xla_flags
-        if XLA_DETERMINISM in xla_flags
-        else f"{xla_flags} {XLA_DETERMINISM}".strip(),
+        "XLA_FLAGS": _xla_flags_with(XLA_DETERMINISM, unless=XLA_DETERMINISM),
     }
+
+
+def _xla_flags_with(flag, *, unless):
+    """`$XLA_FLAGS` with `flag` added, or as it is where it already holds
+    `unless` (the flag, or the user's own value of it)."""
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    return xla_flags if unless in xla_flags else f"{xla_flags} {flag}".strip()
 
 
 def available_cores() -> int:
@@ -213,9 +217,10 @@ def thread_environment(count: int) -> dict[str, str]:
     is fewer than the available cores); values already set are kept.
     `tests/conftest.py` gives each test worker its share of the cores with it."""
     environment = _kept(dict.fromkeys(THREAD_VARIABLES, str(count)))
-    xla_flags = os.environ.get("XLA_FLAGS", "")
-    if count < available_cores() and "xla_cpu_multi_thread_eigen" not in xla_flags:
-        environment["XLA_FLAGS"] = f"{xla_flags} {XLA_ONE_THREAD}".strip()
+    if count < available_cores():
+        environment["XLA_FLAGS"] = _xla_flags_with(
+            XLA_ONE_THREAD, unless="xla_cpu_multi_thread_eigen"
+        )
     return environment
 
 
