@@ -25,10 +25,10 @@ What was measured (the README's "Speed against native loops" has the tables):
 - `training.predict` runs the backend's own prediction loop where it can
   (`_torch.py`, ...): on torch, the forward pass traced once per input shape
   and replayed under `torch.inference_mode()`, without Keras' per-batch and
-  per-layer Python (`mlp`: 0.4 -> 1.0 of torch's eager loop, one thread);
+  per-layer Python (`mlp`: 0.33-0.48 -> 0.90-0.99 of torch's eager loop, one thread);
   on TensorFlow, the forward pass as one `tf.function`, called per batch
-  (`mlp`: 0.85 -> 1.0 of the native `tf.function`); XLA did not pay; on JAX
-  the jitted stateless forward pass, fed NumPy slices (`mlp`: 0.92 -> 1.0).
+  (`mlp`: 0.78-0.86 -> 0.93-1.04 of the native `tf.function`); XLA did not pay; on JAX
+  the jitted stateless forward pass, fed NumPy slices (`mlp`: 0.86-0.95 -> 0.91-1.07).
 - On every backend, Keras calls each batch hook of its callback list after
   every step, and converts the step's logs to Python floats for it (a host
   sync, on a helper thread on torch and JAX) even when no callback listens.
