@@ -71,7 +71,7 @@ def recipe_callbacks(config) -> list:
     restores the best epoch's weights."""
     own = []
     if config.ema is not None:
-        own.append(keras.callbacks.SwapEMAWeights())
+        own += [keras.callbacks.SwapEMAWeights(), OwnEMAWeights()]
     if config.early_stopping:
         stopping = keras.callbacks.EarlyStopping if config.ema is None else EarlyStoppingOnEMA
         own.append(
@@ -94,6 +94,17 @@ def ema_weights(net) -> list:
         if averages:  # a member without EMA keeps its raw weights
             by_weight.update({id(w): a for w, a in zip(weights, averages, strict=True)})
     return [keras.ops.convert_to_numpy(by_weight.get(id(w), w)) for w in net.weights]
+
+
+class OwnEMAWeights(keras.callbacks.Callback):
+    """Gives each weight a copy of the average Keras put in it at the end of
+    `fit`: on JAX the two share one buffer, which the next step that donates
+    the weights (evaluating the test split) deletes from under the optimizer's
+    average, and saving the model then fails."""
+
+    def on_train_end(self, logs=None):
+        for variable in self.model.trainable_weights:
+            variable.assign(keras.ops.convert_to_numpy(variable))
 
 
 class EarlyStoppingOnEMA(keras.callbacks.EarlyStopping):

@@ -202,6 +202,27 @@ def test_ema_is_the_average_of_the_raw_weights_and_the_saved_model_holds_it(reci
         assert not np.allclose(raw, ema)
 
 
+def test_ema_without_early_stopping_tests_saves_and_keeps_its_average(tmp_path):
+    # Keras puts the averages in the weights at the end of fit; on JAX the two
+    # shared one buffer, which evaluating the test split deleted, and saving failed.
+    result = training.fit(
+        "mlp",
+        (IMAGES, LABELS),
+        epochs=2,
+        ema=0.5,
+        model_kwargs={"hidden_units": (8,)},
+        verbose=0,
+        output_dir=str(tmp_path / "run"),
+    )
+    saved = zoo.load_model(tmp_path / "run" / "model.keras")
+    averages = [v for v in result.model.optimizer.variables if v.name.endswith("_average")]
+    weights = result.model.trainable_weights
+    for got, weight, average in zip(saved.trainable_weights, weights, averages, strict=True):
+        want = keras.ops.convert_to_numpy(weight)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(average), want)
+
+
 def test_label_smoothing_gives_the_known_loss(recipe_run):
     result, *_ = recipe_run
     # Two classes, softmax (3/4, 1/4); smoothed by 0.2 the target is (0.9, 0.1).
