@@ -201,7 +201,7 @@ def fit(
     if resumed:
         net, task = resumed.net, _task(model, data)
     else:
-        with recipe.dtype_policy(config.precision):
+        with zoo.saving.dtype_policy(config.precision):
             net, task = _model(model, data, _model_kwargs(model, config))
         _check_precision(net, config.precision)
     if normalization:
@@ -546,7 +546,8 @@ def _check_precision(net, precision):
     if policy is not None and policy.name != precision:
         raise ZooError(
             f"Expected a model built with the dtype policy {precision!r}, or a zoo model name "
-            f"to build with it. Received: {net.name!r} with {policy.name!r}"
+            f"to build with it; pass precision={policy.name!r} (--precision) to train this one "
+            f"as it was built. Received: {net.name!r} with {policy.name!r}"
         )
     if precision == "mixed_float16" and isinstance(net, CustomStepModel):
         # Its step applies its own gradients, with no loss to scale.
