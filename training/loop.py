@@ -120,8 +120,9 @@ def fit(
         model: a zoo model name, built for the data's input shape and class
             count; a path to a `.keras` file (a finished run's
             `model.keras`), loaded to train further; or a `keras.Model`. A
-            compiled model trains as compiled, its optimizer state included,
-            unless `optimizer`, `learning_rate` or `freeze_backbone` is given.
+            compiled model trains as compiled, its optimizer state included
+            (its weight decay sparing what the recipe's spares), unless
+            `optimizer`, `learning_rate` or `freeze_backbone` is given.
             Defaults to `"simple_cnn"`.
         dataset: a data set name or path (see `training.load_dataset`), a
             `training.Dataset`, an `(x, y)` pair of arrays to split, or a
@@ -201,7 +202,7 @@ def fit(
     if resumed:
         net, task = resumed.net, _task(model, data)
     else:
-        with recipe.dtype_policy(config.precision):
+        with zoo.saving.dtype_policy(config.precision):
             net, task = _model(model, data, _model_kwargs(model, config))
         _check_precision(net, config.precision)
     if normalization:
@@ -295,23 +296,27 @@ def _prepare_training(net, task, data, config, steps_per_epoch):
 
     A compiled model keeps its compilation (and optimizer state) unless the
     config asks for another optimizer, learning rate, recipe or a frozen
-    backbone.
+    backbone; its weight decay spares what the recipe's does.
     """
     if config.freeze_backbone:
         freeze_backbone(net)
     if getattr(net, "teacher_trained", True) is False:
         _train_teacher(net, data, config)
-    if not net.compiled or config.recompiles():
-        recommended = net.default_optimizer() if hasattr(net, "default_optimizer") else None
-        if steps_per_epoch is None and (config.schedule != "constant" or config.warmup_epochs):
-            raise ZooError(
-                "Expected a data pipeline of known length for a learning-rate schedule or "
-                f"warmup. Received: schedule={config.schedule!r}, "
-                f"warmup_epochs={config.warmup_epochs}"
-            )
-        optimizer = config.make_optimizer(recommended, steps_per_epoch or 1)
-        smoothing = config.label_smoothing if recipe.soft_targets(config) else None
-        compile_for_task(net, task, optimizer, label_smoothing=smoothing)
+    if net.compiled and not config.recompiles():
+        # Its optimizer (a `.keras` file's) decays every weight: Keras does not
+        # save the exclusion of biases and normalisation weights.
+        recipe.spare_from_weight_decay(net)
+        return
+    recommended = net.default_optimizer() if hasattr(net, "default_optimizer") else None
+    if steps_per_epoch is None and (config.schedule != "constant" or config.warmup_epochs):
+        raise ZooError(
+            "Expected a data pipeline of known length for a learning-rate schedule or "
+            f"warmup. Received: schedule={config.schedule!r}, "
+            f"warmup_epochs={config.warmup_epochs}"
+        )
+    optimizer = config.make_optimizer(recommended, steps_per_epoch or 1)
+    smoothing = config.label_smoothing if recipe.soft_targets(config) else None
+    compile_for_task(net, task, optimizer, label_smoothing=smoothing)
 
 
 def compile_for_task(net, task, optimizer, *, label_smoothing=None) -> None:
@@ -546,7 +551,8 @@ def _check_precision(net, precision):
     if policy is not None and policy.name != precision:
         raise ZooError(
             f"Expected a model built with the dtype policy {precision!r}, or a zoo model name "
-            f"to build with it. Received: {net.name!r} with {policy.name!r}"
+            f"to build with it; pass precision={policy.name!r} (--precision) to train this one "
+            f"as it was built. Received: {net.name!r} with {policy.name!r}"
         )
     if precision == "mixed_float16" and isinstance(net, CustomStepModel):
         # Its step applies its own gradients, with no loss to scale.

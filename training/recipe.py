@@ -1,12 +1,10 @@
 """The standard training recipe, made of Keras' own pieces: the learning-rate
-schedule and the optimizer's arguments, the dtype policy, and image
-classifiers' augmentation, mixup and cutmix.
+schedule and the optimizer's arguments, and image classifiers' augmentation,
+mixup and cutmix.
 
 `FitConfig` holds the choices; `training.fit` asks here what they mean.
 Where `FitConfig` leaves a detail open, it is timm's `train.py`'s.
 """
-
-import contextlib
 
 import keras
 import numpy as np
@@ -148,18 +146,6 @@ def _layers(layer):
     yield layer
     for inner in getattr(layer, "layers", []):
         yield from _layers(inner)
-
-
-@contextlib.contextmanager
-def dtype_policy(precision):
-    """Builds the layers made inside it with `precision`'s dtype policy, and
-    puts Keras' global policy back after."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def soft_targets(config) -> bool:

@@ -38,9 +38,13 @@ _MAX_MEMBERS = 10_000
 _MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 
 
-def check_keras_archive(data: bytes, path: str) -> None:
+def check_keras_archive(data: bytes, path: str) -> dict:
     """Raises a `ZooError` unless `data`, a `.keras` file's bytes, holds only
-    an allowed config and weights."""
+    an allowed config and weights.
+
+    Returns:
+        The archive's config (`config.json`), checked.
+    """
     buffer = io.BytesIO(data)
     if not zipfile.is_zipfile(buffer):
         refuse(path, f"not a .keras archive (not a zip file, {len(data)} bytes)")
@@ -60,6 +64,7 @@ def check_keras_archive(data: bytes, path: str) -> None:
     except Exception as exc:  # zipfile raises many types on malformed input
         refuse(path, f"not a readable .keras archive ({first_line(exc)})")
     check_weights_h5(weights, f"{path}:model.weights.h5")
+    return config
 
 
 def _check_members(infos, path):

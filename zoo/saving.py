@@ -38,7 +38,9 @@ def load_model(path) -> keras.Model:
     with no `Lambda` layers, and intact. Keras then loads the same bytes with
     safe mode on. If `PATH.sha256` exists (`zoo.save_model` and
     `training.fit` write one), the file must match it. Importing `zoo`
-    registers every zoo layer, so no `custom_objects` are needed.
+    registers every zoo layer, so no `custom_objects` are needed. The model
+    is rebuilt under the dtype policy it was saved with, so that a
+    `mixed_float16` one keeps its `LossScaleOptimizer` and its state.
 
     Args:
         path: path to a `.keras` file.
@@ -49,9 +51,14 @@ def load_model(path) -> keras.Model:
     """
     path = _existing_file(path, (".keras",), "model")
     data = _read_verified(path)
-    safety.check_keras_archive(data, path)
+    config = safety.check_keras_archive(data, path)
     try:
-        return saving_lib.load_model(io.BytesIO(data), compile=True, safe_mode=True)
+        # A Sequential or functional model takes Keras' global policy when it
+        # is rebuilt, not the one it was saved with: under float32 it would
+        # compile its optimizer without the LossScaleOptimizer that
+        # `mixed_float16` wraps it in, and the saved state would not load.
+        with dtype_policy(_saved_dtype_policy(config) or keras.config.dtype_policy()):
+            return saving_lib.load_model(io.BytesIO(data), compile=True, safe_mode=True)
     except Exception as exc:  # a file that passed the checks but Keras cannot build
         raise ZooError(f"Could not load the model in {path!r}: {safety.first_line(exc)}") from exc
 
@@ -96,6 +103,27 @@ def load_weights(model, path) -> keras.Model:
             f"unchanged: {reason}{f' ({shapes.group(0)})' if shapes else ''}"
         ) from exc
     return model
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Builds the layers made inside it with `policy` (a name or a
+    `keras.DTypePolicy`), and puts Keras' global policy back after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _saved_dtype_policy(config):
+    """The name of the dtype policy a `.keras` file's model was saved with, if
+    its config names a plain one (`mixed_float16`)."""
+    saved = (config.get("config") or {}).get("dtype")
+    if isinstance(saved, dict) and saved.get("class_name") == "DTypePolicy":
+        saved = (saved.get("config") or {}).get("name")
+    return saved if isinstance(saved, str) else None
 
 
 class _ModelState:

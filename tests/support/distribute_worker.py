@@ -70,8 +70,8 @@ def equivalence(output_dir):
 
 
 # The whole recipe (the mlp's, on digits) but what 2 replicas cannot train as
-# one device does (README, "What differs from one device"): bfloat16, which
-# rounds each replica's share of a gradient, and on TensorFlow gradient
+# one device does (README, "What differs from one device"): mixed precision,
+# which rounds each replica's share of a gradient, and on TensorFlow gradient
 # accumulation, which its replicas refuse. Clipping at 0.1 clips every step.
 REPLICATED_RECIPE = {
     **RECIPE,

@@ -155,6 +155,17 @@ def test_weight_decay_shrinks_a_weight_without_gradient(name):
         np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=path)
 
 
+def test_a_compiled_model_given_to_fit_keeps_sparing_biases_from_weight_decay(recipe_run):
+    """A `.keras` model trained without recompiling keeps its own optimizer,
+    whose exclusion from weight decay Keras does not save."""
+    _, output_dir, _, _ = recipe_run
+    result = training.fit(str(output_dir / "model.keras"), (IMAGES, LABELS), epochs=1, verbose=0)
+    net = result.model
+    assert net.optimizer.weight_decay == pytest.approx(0.05)  # not recompiled by the recipe
+    decayed = [v.path for v in net.trainable_variables if net.optimizer._use_weight_decay(v)]
+    assert decayed == [v.path for v in net.trainable_variables if v.path.endswith("/kernel")]
+
+
 def test_clipping_bounds_the_global_norm_of_the_update():
     optimizer = FitConfig(optimizer="sgd", learning_rate=1.0, clip_norm=0.5).make_optimizer()
     weights = [keras.Variable(np.zeros((4,), "float32")), keras.Variable(np.zeros((2, 2)))]

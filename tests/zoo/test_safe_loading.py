@@ -753,14 +753,33 @@ def test_matching_weights_load(sandbox, suffix):
         np.testing.assert_array_equal(expected, loaded)
 
 
+def test_a_mixed_float16_model_loads_with_its_loss_scale_optimizer_and_its_state(sandbox):
+    """Keras rebuilds a Sequential or functional model under the global dtype
+    policy, which would compile a `mixed_float16` model's optimizer without its
+    LossScaleOptimizer and skip loading the saved one's state (its loss scale
+    and step count, and the inner optimizer's)."""
+    with saving.dtype_policy("mixed_float16"):
+        source = mlp()
+    source.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    source.fit(np.ones((8, 6, 6, 1)), np.zeros(8), epochs=1, verbose=0)
+    zoo.save_model(source, sandbox / "mixed.keras")
+    model = zoo.load_model(sandbox / "mixed.keras")
+    assert keras.config.dtype_policy().name == "float32"  # put back after loading
+    assert model.dtype_policy.name == "mixed_float16"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    for expected, loaded in zip(source.optimizer.variables, model.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded), expected)
+
+
 def test_load_model_loads_the_bytes_it_checked(sandbox, monkeypatch):
     path = saved_mlp(sandbox / "mlp.keras")
     malicious = lambda_archive(sandbox)
     check = safety.check_keras_archive
 
     def check_then_swap(data, name):
-        check(data, name)
+        config = check(data, name)
         os.replace(malicious, path)  # someone swaps the file after the checks
+        return config
 
     monkeypatch.setattr(safety, "check_keras_archive", check_then_swap)
     assert zoo.load_model(path).name == "mlp"

@@ -39,6 +39,7 @@ import importlib
 
 import keras
 
+from zoo import saving
 from zoo.steps.optimizers import OptimizerGroup
 
 _backend = importlib.import_module(f"zoo.steps._{keras.backend.backend()}")
@@ -100,12 +101,9 @@ class CustomStepModel(_backend.StepMixin, keras.Model):
     def from_config(cls, config, custom_objects=None):
         # The sub-models that `__init__` builds take Keras' global dtype policy,
         # not the model's: build them with the one the model was saved with.
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(keras.dtype_policies.get(config.get("dtype") or previous))
-        try:
+        policy = keras.dtype_policies.get(config.get("dtype") or keras.config.dtype_policy())
+        with saving.dtype_policy(policy):
             return super().from_config(config, custom_objects=custom_objects)
-        finally:
-            keras.config.set_dtype_policy(previous)
 
     def compile_from_config(self, config):
         # Keras skips this for models that override compile; the body is its own.
