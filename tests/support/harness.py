@@ -178,12 +178,8 @@ def probed_gradients(model):
 def assert_mixed_bfloat16_forward(name, init_kwargs, x):
     """keras-hub's precision test: built under `mixed_bfloat16`, the model
     keeps float32 variables, computes in bfloat16, and its outputs are finite."""
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with zoo.saving.dtype_policy("mixed_bfloat16"):
         model = zoo.create_model(name, **init_kwargs)
-    finally:
-        keras.config.set_dtype_policy(policy)
     floats = {v.path: v.dtype for v in model.variables if "float" in v.dtype}
     assert floats and set(floats.values()) == {"float32"}, floats
     # predict compiles the whole forward pass once, where JAX would compile a

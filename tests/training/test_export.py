@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from data_format import image_data_format
 from tiny import LARGE, TINY_KWARGS
 
 import zoo
@@ -242,11 +243,7 @@ def test_an_output_named_for_another_format_is_refused(format, output, expected,
 def test_a_channels_first_model_exports(format, tmp_path):
     if not _supported(format):
         pytest.skip(f"the {format} converter is not installed")
-    previous = keras.config.image_data_format()
-    keras.config.set_image_data_format("channels_first")
-    try:
+    with image_data_format("channels_first"):
         model, model_path = _save("lenet5", tmp_path, input_shape=(1, 12, 12))
-    finally:
-        keras.config.set_image_data_format(previous)
     output = export(model_path, format, tmp_path / f"exported{SUFFIXES[format]}")
     _check_matches_keras(model, format, output, (1, 12, 12))

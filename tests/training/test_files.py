@@ -6,6 +6,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+from data_format import image_data_format
 from images import CLASSES, image_folder
 from PIL import Image
 
@@ -161,10 +162,7 @@ def test_an_unknown_path_names_what_is_expected(tmp_path):
 def test_images_follow_the_image_data_format(tmp_path):
     image_folder(tmp_path / "photos", per_class=2, size=4)
     x, *_ = files.read_image_folder(str(tmp_path / "photos"))
-    keras.config.set_image_data_format("channels_first")
-    try:
+    with image_data_format("channels_first"):
         first, *_ = files.read_image_folder(str(tmp_path / "photos"))
-    finally:
-        keras.config.set_image_data_format("channels_last")
     assert first.shape == (6, 3, 4, 4)
     np.testing.assert_array_equal(first, x.transpose(0, 3, 1, 2))

@@ -11,8 +11,6 @@ the tiny models' BatchNorms over a few samples, that moves a gradient by up to
 0.3% here (Keras' own path: up to 5% for mobilenet_v2). A kernel computing a
 different function is off by orders of magnitude more."""
 
-import contextlib
-
 import keras
 import numpy as np
 import pytest
@@ -40,15 +38,6 @@ IMAGE_MODELS = [
     if zoo.model_task(name) in ("classification", "segmentation")
     and len(TINY_KWARGS[name]["input_shape"]) == 3
 ]
-
-
-@contextlib.contextmanager
-def _float64():
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy("float32")
 
 
 def _run(net, x, y, training):
@@ -103,7 +92,7 @@ def test_as_accurate_as_keras(name, training, data_format):
         start = [w.numpy() for w in net.weights]
         x = sample_batch(kwargs["input_shape"], "classification", 3)[0]
         y = np.random.default_rng(1).normal(size=net.compute_output_shape(x.shape))
-        with _float64():
+        with zoo.saving.dtype_policy("float64"):
             exact_net = zoo.create_model(name, **kwargs)
             for weight, value in zip(exact_net.weights, start, strict=True):
                 weight.assign(value.astype("float64"))
