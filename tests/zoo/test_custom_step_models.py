@@ -144,6 +144,14 @@ def test_the_same_seed_gives_the_same_result(name):
         np.testing.assert_array_equal(a, b)
 
 
+def test_simclr_keeps_xla_on_jax():
+    """Keras declares SimCLR's translation and zoom layers unfit for XLA, for
+    TensorFlow's sake, which would run its whole step op by op; on JAX they
+    compile (`zoo.steps.allow_xla`), and the module's tests above train it so."""
+    model = digits_model("simclr")
+    assert model.jit_compile is (keras.backend.backend() == "jax")
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_trains_through_the_cli_and_writes_its_losses(name, tmp_path):
     from training import cli

@@ -6,7 +6,7 @@ from keras import ops
 
 from zoo import checks
 from zoo.registry import register_model
-from zoo.steps import CustomStepModel, value_and_grad
+from zoo.steps import CustomStepModel, allow_xla, value_and_grad
 
 
 def nt_xent(z1, z2, *, temperature):
@@ -62,6 +62,7 @@ class SimCLR(CustomStepModel):
             ],
             name=f"{name}_augmenter",
         )
+        allow_xla(self.augmenter.layers)
         inputs = keras.Input(shape=self.image_shape, name=f"{name}_encoder_image")
         x = keras.layers.Conv2D(
             32, 3, padding="same", activation="relu", name=f"{name}_encoder_conv1"

@@ -4,7 +4,20 @@ from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 from zoo.steps._common import pack_grads, split_wrt
 
-__all__ = ["StepMixin", "value_and_grad"]
+__all__ = ["StepMixin", "allow_xla", "value_and_grad"]
+
+
+def allow_xla(layers):
+    """Marks `layers` as compiling under `jax.jit`.
+
+    Keras 3 declares its affine augmentation layers (`RandomTranslation`,
+    `RandomZoom`) `supports_jit = False` for TensorFlow's sake, and one such
+    layer turns XLA off for the whole model: its step then runs op by op, each
+    op compiled on its own (about 670 compiles in one SimCLR fit). On JAX they
+    are `jax.numpy` code that compiles and draws the same numbers.
+    """
+    for layer in layers:
+        layer.supports_jit = True
 
 
 class StepMixin:

@@ -13,7 +13,9 @@ from zoo.patches import KerasPatch
 from zoo.steps import _stateful
 from zoo.steps._common import pack_grads, split_wrt
 
-__all__ = ["StepMixin", "value_and_grad"]
+__all__ = ["StepMixin", "allow_xla", "value_and_grad"]
+
+allow_xla = _stateful.allow_xla
 
 # Per thread (tf.distribute traces each replica in a thread of its own): whether
 # a written-once step is running, whether value_and_grad divides its gradients

@@ -4,9 +4,9 @@ import torch
 from keras import tree
 
 from zoo.steps._common import pack_grads, split_wrt
-from zoo.steps._stateful import StepMixin
+from zoo.steps._stateful import StepMixin, allow_xla
 
-__all__ = ["StepMixin", "value_and_grad"]
+__all__ = ["StepMixin", "allow_xla", "value_and_grad"]
 
 # How many value_and_grad calls are evaluating their fn: a call made inside
 # another keeps its graph (create_graph) so the outer one can differentiate it.
