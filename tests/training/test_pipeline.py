@@ -42,6 +42,17 @@ def test_each_epoch_takes_the_samples_in_its_seed_and_epoch_order():
         np.testing.assert_array_equal(np.concatenate([by for _, by in batches]), y[order])
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's tf.data batches")
+def test_tensorflow_batches_are_not_autotuned():
+    # Dropping an autotuned iterator waits for its tuning thread to wake, and
+    # Keras drops one at every epoch's start: up to seconds of nothing.
+    x, y = np.zeros((10, 3), "float32"), np.zeros(10, "int32")
+    data = Dataset("toy", x, y, x[:2], y[:2], x[:2], y[:2], 10)
+    options = pipeline.training_inputs(data, 4, seed=7).arguments["x"].options()
+    assert options.autotune.enabled is False
+    assert options.experimental_optimization.inject_prefetch is False
+
+
 def test_a_folder_larger_than_the_bound_trains_a_batch_at_a_time(tmp_path, monkeypatch):
     folder = image_folder(tmp_path / "photos", per_class=20, size=8)
     monkeypatch.setattr(files, "MAX_IN_MEMORY_BYTES", 60 * 8 * 8 * 3 * 4 - 1)  # all 60 images

@@ -11,7 +11,9 @@ What was measured (the README's "Speed against native loops" has the tables):
   sync per 32 steps instead of per step. It reads the batches from a
   `tf.data.Dataset` of the arrays (`training.pipeline`): from numpy arrays,
   Keras' pipeline gathers each batch by index, on threads that compete with
-  the step for the cores (about 0.5 ms of a 10 ms `simple_cnn` step here). A
+  the step for the cores (about 0.5 ms of a 10 ms `simple_cnn` step here).
+  The dataset is not autotuned: dropping an autotuned iterator, as Keras does
+  at every epoch's start, waited up to 2 s for its tuning thread. A
   convolution's bias is a plain add, not Keras' `BiasAdd`, whose gradient
   TensorFlow fuses into a slower oneDNN kernel (`training/tf_kernels.py`).
   XLA stays off on CPU, as Keras chooses there: XLA's CPU convolutions are
