@@ -393,6 +393,22 @@ def test_a_killed_run_with_the_whole_recipe_resumes_to_the_uninterrupted_result(
     saved = [zoo.load_model(tmp_path / run / "model.keras") for run in ("straight", "resumed")]
     for want, got in zip(*(net.get_weights() for net in saved), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
+    # The saved model trains on only in the policy it was built with, and says which.
+    refused = tmp_path / "refused"
+    with pytest.raises(zoo.ZooError) as error:
+        training.fit(
+            str(tmp_path / "straight" / "model.keras"),
+            "digits",
+            output_dir=str(refused),
+            precision="float32",
+            verbose=0,
+        )
+    assert str(error.value) == (
+        "Expected a model built with the dtype policy 'float32', or a zoo model name to build "
+        "with it; pass precision='mixed_float16' (--precision) to train this one as it was "
+        f"built. Received: {saved[0].name!r} with 'mixed_float16'"
+    )
+    assert not refused.exists()
 
 
 class _RawWeights(keras.callbacks.Callback):
