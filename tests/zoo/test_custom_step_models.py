@@ -145,9 +145,9 @@ def test_the_same_seed_gives_the_same_result(name):
 
 
 def test_simclr_keeps_xla_on_jax():
-    """Keras declares SimCLR's translation and zoom layers unfit for XLA, for
-    TensorFlow's sake, which would run its whole step op by op; on JAX they
-    compile (`zoo.steps.allow_xla`), and the module's tests above train it so."""
+    """Keras declares SimCLR's translation and zoom layers unfit for XLA, which
+    would run its whole step op by op on JAX; there they compile
+    (`zoo.steps.allow_xla`), and the module's tests above train it so."""
     model = digits_model("simclr")
     assert model.jit_compile is (keras.backend.backend() == "jax")
 

@@ -54,8 +54,8 @@ _backend = importlib.import_module(f"zoo.steps._{keras.backend.backend()}")
 value_and_grad = _backend.value_and_grad
 
 #: `allow_xla(layers)`: on JAX, marks Keras layers that declare
-#: `supports_jit = False` for TensorFlow's sake as compiling, so that a model
-#: holding them keeps XLA; elsewhere each layer keeps what it declares.
+#: `supports_jit = False` but compile under `jax.jit` as compiling, so that a
+#: model holding them keeps XLA; elsewhere each layer keeps what it declares.
 allow_xla = _backend.allow_xla
 
 

@@ -10,11 +10,12 @@ __all__ = ["StepMixin", "allow_xla", "value_and_grad"]
 def allow_xla(layers):
     """Marks `layers` as compiling under `jax.jit`.
 
-    Keras 3 declares its affine augmentation layers (`RandomTranslation`,
-    `RandomZoom`) `supports_jit = False` for TensorFlow's sake, and one such
-    layer turns XLA off for the whole model: its step then runs op by op, each
+    Keras 3.15 declares its affine augmentation layers (`RandomTranslation`,
+    `RandomZoom`) `supports_jit = False` on every backend, and one such layer
+    turns XLA off for the whole model: on JAX its step then runs op by op, each
     op compiled on its own (about 670 compiles in one SimCLR fit). On JAX they
-    are `jax.numpy` code that compiles and draws the same numbers.
+    are `jax.numpy` code that compiles and draws the same numbers (a compiled
+    SimCLR step gave the eager step's losses and weights for 10 steps).
     """
     for layer in layers:
         layer.supports_jit = True

@@ -4,9 +4,9 @@ written."""
 
 
 def allow_xla(layers):
-    """Leaves each layer's `supports_jit` as Keras declares it: TensorFlow's XLA
-    has no kernel for the image transform of Keras' affine augmentation layers,
-    and torch runs eagerly unless asked (`zoo.steps._jax.allow_xla`)."""
+    """Leaves each layer's `supports_jit` as Keras declares it: on TensorFlow,
+    XLA stays as Keras chooses for these layers, and torch runs eagerly unless
+    asked (`zoo.steps._jax.allow_xla`)."""
 
 
 class StepMixin:
